@@ -1,0 +1,1780 @@
+// lockfile: exclusive locks between processes, and between hosts that share a
+// file system, held as lease files.
+//
+// The owner keeps a one-line JSON lease record fresh from a background thread;
+// anyone else takes the lock over once the lease is stale, or at once when the
+// owner is provably dead. See README.md for the guarantees and DESIGN.md for the
+// protocol. SPDX-License-Identifier: MIT
+#ifndef LOCKFILE_LOCKFILE_HPP
+#define LOCKFILE_LOCKFILE_HPP
+
+#define LOCKFILE_VERSION_MAJOR 0
+#define LOCKFILE_VERSION_MINOR 1
+#define LOCKFILE_VERSION_PATCH 0
+#define LOCKFILE_VERSION "0.1.0"
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <climits>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+#else
+#error "lockfile needs a POSIX system (link, flock, O_NOFOLLOW)"
+#endif
+
+// ===========================================================================
+// Errors: the library's own error codes and their category. Failures of the
+// operating system travel as std::filesystem::filesystem_error with errno.
+// ===========================================================================
+namespace lockfile {
+
+enum class errc {
+  lock_held = 1,         // another live owner holds the lock (Go: ErrLockHeld)
+  retry_limit_exceeded,  // reclamation races outlasted acquire_retry_limit
+  lease_lost,            // ownership was lost while held
+};
+
+namespace detail {
+class lockfile_error_category final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "lockfile"; }
+
+  std::string message(int value) const override {
+    switch (static_cast<errc>(value)) {
+      case errc::lock_held:
+        return "lock is held by another owner";
+      case errc::retry_limit_exceeded:
+        return "gave up reclaiming a stale lock: acquire_retry_limit exceeded";
+      case errc::lease_lost:
+        return "lease was lost while held";
+    }
+    return "unknown lockfile error";
+  }
+
+  // Both "held" outcomes mean "try again later", as EWOULDBLOCK does for flock.
+  std::error_condition default_error_condition(int value) const noexcept override {
+    switch (static_cast<errc>(value)) {
+      case errc::lock_held:
+      case errc::retry_limit_exceeded:
+        return std::errc::resource_unavailable_try_again;
+      case errc::lease_lost:
+        break;
+    }
+    return {value, *this};
+  }
+};
+}  // namespace detail
+
+inline const std::error_category& error_category() noexcept {
+  static const detail::lockfile_error_category category;
+  return category;
+}
+
+inline std::error_code make_error_code(errc value) noexcept {
+  return {static_cast<int>(value), error_category()};
+}
+
+}  // namespace lockfile
+
+template <>
+struct std::is_error_code_enum<lockfile::errc> : std::true_type {};
+
+// ===========================================================================
+// Options: everything a caller can tune, with the Go package's defaults, and
+// the validation the PIDLock constructor applies.
+// ===========================================================================
+namespace lockfile {
+
+struct Options {
+  std::error_code held_error = make_error_code(errc::lock_held);  // {} also means the default
+  int acquire_retry_limit = 12;
+  std::chrono::milliseconds acquire_retry_delay{20};
+  std::chrono::milliseconds invalid_lock_stale_threshold{1200};
+  std::filesystem::perms file_mode = static_cast<std::filesystem::perms>(0644);
+  std::filesystem::perms directory_mode = static_cast<std::filesystem::perms>(0755);
+  std::function<bool(int pid)> process_appears_alive{};  // replaces the dead-owner probe
+  std::chrono::milliseconds lease_heartbeat_interval{250};
+  std::chrono::milliseconds lease_stale_threshold{3000};
+  std::function<void()> on_lease_lost{};  // runs on the library's notifier thread
+};
+
+namespace detail {
+
+[[noreturn]] inline void invalid_option(const std::string& what) {
+  throw std::invalid_argument("lockfile::PIDLock: " + what);
+}
+
+inline std::string millis(std::chrono::milliseconds value) {
+  return std::to_string(value.count()) + " ms";
+}
+
+inline void validate(const std::filesystem::path& lock_file, const Options& options) {
+  using std::chrono::milliseconds;
+  if (lock_file.empty()) invalid_option("lock_file: the path is empty");
+  const auto name = lock_file.filename();
+  if (name.empty() || name == "." || name == "..")
+    invalid_option("lock_file: '" + lock_file.string() + "' does not name a file");
+  if (options.acquire_retry_limit < 1)
+    invalid_option("acquire_retry_limit must be at least 1, got " +
+                   std::to_string(options.acquire_retry_limit));
+  const std::pair<const char*, milliseconds> durations[] = {
+      {"acquire_retry_delay", options.acquire_retry_delay},
+      {"invalid_lock_stale_threshold", options.invalid_lock_stale_threshold},
+      {"lease_heartbeat_interval", options.lease_heartbeat_interval},
+      {"lease_stale_threshold", options.lease_stale_threshold},
+  };
+  for (const auto& [field, value] : durations)
+    if (value < milliseconds::zero())
+      invalid_option(std::string(field) + " must not be negative, got " + millis(value));
+  if (options.lease_heartbeat_interval == milliseconds::zero())
+    invalid_option("lease_heartbeat_interval must be positive");
+  if (options.lease_stale_threshold == milliseconds::zero())
+    invalid_option("lease_stale_threshold must be positive");
+  if (options.lease_heartbeat_interval >= options.lease_stale_threshold)
+    invalid_option("lease_heartbeat_interval (" + millis(options.lease_heartbeat_interval) +
+                   ") must be shorter than lease_stale_threshold (" +
+                   millis(options.lease_stale_threshold) +
+                   "), or the lease would expire between heartbeats");
+  using std::filesystem::perms;
+  if ((options.file_mode & ~perms::mask) != perms::none)
+    invalid_option("file_mode has bits outside 07777");
+  if ((options.directory_mode & ~perms::mask) != perms::none)
+    invalid_option("directory_mode has bits outside 07777");
+}
+
+}  // namespace detail
+}  // namespace lockfile
+
+// ===========================================================================
+// Lease record: the on-disk format (one line of compact JSON, the Go package's
+// schema version 1), its strict bounded parser, its writer, and the types that
+// describe a lock file's state to callers.
+// ===========================================================================
+namespace lockfile {
+
+struct Lease {
+  int version = 1;
+  std::string owner_id;
+  int pid = 0;
+  std::chrono::system_clock::time_point heartbeat;  // lastHeartbeatUnixNano
+  // Identity fields, absent in records written by the Go package:
+  std::string host;                   // gethostname()
+  std::string boot_id;                // Linux /proc/sys/kernel/random/boot_id
+  std::uint64_t pid_namespace = 0;    // inode of /proc/self/ns/pid, 0 = unknown
+  std::uint64_t start_time = 0;       // /proc/PID/stat field 22, 0 = unknown
+  std::chrono::nanoseconds stale_threshold{0};  // owner's lease_stale_threshold, 0 = unknown
+
+  friend bool operator==(const Lease&, const Lease&) = default;
+};
+
+enum class LockState { free, held, stale };
+
+struct LockStatus {
+  LockState state = LockState::free;
+  std::optional<Lease> lease;        // empty when free or when the file is not a valid record
+  std::chrono::nanoseconds age{0};   // since last heartbeat (valid) or last modification (invalid)
+};
+
+namespace detail {
+
+// A lock file larger than this is invalid; it is never read whole.
+inline constexpr std::size_t max_record_bytes = 64 * 1024;
+// Nesting allowed inside unknown values before a record counts as invalid.
+inline constexpr int max_json_depth = 32;
+
+inline std::int64_t unix_nanos(std::chrono::system_clock::time_point when) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(when.time_since_epoch()).count();
+}
+
+inline std::chrono::system_clock::time_point from_unix_nanos(std::int64_t nanos) {
+  return std::chrono::system_clock::time_point(
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(
+          std::chrono::nanoseconds(nanos)));
+}
+
+// A strict JSON reader over one buffer: no allocation except for the strings
+// it is asked to decode, recursion bounded by max_json_depth.
+class json_reader {
+ public:
+  explicit json_reader(std::string_view text) : at_(text.data()), end_(text.data() + text.size()) {}
+
+  void skip_whitespace() {
+    while (at_ != end_ && (*at_ == ' ' || *at_ == '\t' || *at_ == '\n' || *at_ == '\r')) ++at_;
+  }
+  bool done() const { return at_ == end_; }
+  bool peek(char c) const { return at_ != end_ && *at_ == c; }
+  bool consume(char c) {
+    if (!peek(c)) return false;
+    ++at_;
+    return true;
+  }
+
+  // Decodes a string (escapes, surrogate pairs) into out; rejects control
+  // characters and malformed UTF-8.
+  bool read_string(std::string& out) {
+    out.clear();
+    if (!consume('"')) return false;
+    while (at_ != end_) {
+      const auto c = static_cast<unsigned char>(*at_);
+      if (c == '"') {
+        ++at_;
+        return true;
+      }
+      if (c < 0x20) return false;
+      if (c == '\\') {
+        if (!read_escape(out)) return false;
+      } else if (c < 0x80) {
+        out.push_back(static_cast<char>(c));
+        ++at_;
+      } else if (!copy_utf8_sequence(out)) {
+        return false;
+      }
+    }
+    return false;
+  }
+
+  // An integer field: a JSON number without fraction or exponent, in range.
+  template <class Int>
+  bool read_integer(Int& out) {
+    const char* start = at_;
+    if (peek('-')) ++at_;
+    if (at_ == end_ || *at_ < '0' || *at_ > '9') return false;
+    if (*at_ == '0' && at_ + 1 != end_ && at_[1] >= '0' && at_[1] <= '9') return false;
+    while (at_ != end_ && *at_ >= '0' && *at_ <= '9') ++at_;
+    if (at_ != end_ && (*at_ == '.' || *at_ == 'e' || *at_ == 'E')) return false;
+    const auto [end, ec] = std::from_chars(start, at_, out);
+    return ec == std::errc{} && end == at_;
+  }
+
+  bool skip_value(int depth) {
+    if (depth > max_json_depth) return false;
+    skip_whitespace();
+    if (at_ == end_) return false;
+    switch (*at_) {
+      case '"': {
+        std::string ignored;
+        return read_string(ignored);
+      }
+      case '{': return skip_container('}', depth, true);
+      case '[': return skip_container(']', depth, false);
+      case 't': return skip_word("true");
+      case 'f': return skip_word("false");
+      case 'n': return skip_word("null");
+      default: return skip_number();
+    }
+  }
+
+ private:
+  bool skip_word(std::string_view word) {
+    if (static_cast<std::size_t>(end_ - at_) < word.size() ||
+        std::string_view(at_, word.size()) != word)
+      return false;
+    at_ += word.size();
+    return true;
+  }
+
+  bool skip_digits() {
+    const char* start = at_;
+    while (at_ != end_ && *at_ >= '0' && *at_ <= '9') ++at_;
+    return at_ != start;
+  }
+
+  bool skip_number() {
+    consume('-');
+    if (consume('0')) {
+      // a leading zero stands alone
+    } else if (!skip_digits()) {
+      return false;
+    }
+    if (consume('.') && !skip_digits()) return false;
+    if (peek('e') || peek('E')) {
+      ++at_;
+      if (!consume('+')) consume('-');
+      if (!skip_digits()) return false;
+    }
+    return true;
+  }
+
+  bool skip_container(char close, int depth, bool object) {
+    ++at_;
+    skip_whitespace();
+    if (consume(close)) return true;
+    std::string key;
+    for (;;) {
+      if (object) {
+        skip_whitespace();
+        if (!read_string(key)) return false;
+        skip_whitespace();
+        if (!consume(':')) return false;
+      }
+      if (!skip_value(depth + 1)) return false;
+      skip_whitespace();
+      if (consume(close)) return true;
+      if (!consume(',')) return false;
+    }
+  }
+
+  static int hex_value(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  }
+
+  bool read_hex4(std::uint32_t& out) {
+    if (end_ - at_ < 4) return false;
+    out = 0;
+    for (int i = 0; i < 4; ++i) {
+      const int digit = hex_value(*at_++);
+      if (digit < 0) return false;
+      out = out * 16 + static_cast<std::uint32_t>(digit);
+    }
+    return true;
+  }
+
+  static void append_utf8(std::string& out, std::uint32_t code) {
+    if (code < 0x80) {
+      out.push_back(static_cast<char>(code));
+    } else if (code < 0x800) {
+      out.push_back(static_cast<char>(0xC0 | (code >> 6)));
+      out.push_back(static_cast<char>(0x80 | (code & 0x3F)));
+    } else if (code < 0x10000) {
+      out.push_back(static_cast<char>(0xE0 | (code >> 12)));
+      out.push_back(static_cast<char>(0x80 | ((code >> 6) & 0x3F)));
+      out.push_back(static_cast<char>(0x80 | (code & 0x3F)));
+    } else {
+      out.push_back(static_cast<char>(0xF0 | (code >> 18)));
+      out.push_back(static_cast<char>(0x80 | ((code >> 12) & 0x3F)));
+      out.push_back(static_cast<char>(0x80 | ((code >> 6) & 0x3F)));
+      out.push_back(static_cast<char>(0x80 | (code & 0x3F)));
+    }
+  }
+
+  bool read_escape(std::string& out) {
+    ++at_;  // the backslash
+    if (at_ == end_) return false;
+    const char c = *at_++;
+    switch (c) {
+      case '"': out.push_back('"'); return true;
+      case '\\': out.push_back('\\'); return true;
+      case '/': out.push_back('/'); return true;
+      case 'b': out.push_back('\b'); return true;
+      case 'f': out.push_back('\f'); return true;
+      case 'n': out.push_back('\n'); return true;
+      case 'r': out.push_back('\r'); return true;
+      case 't': out.push_back('\t'); return true;
+      case 'u': break;
+      default: return false;
+    }
+    std::uint32_t code = 0;
+    if (!read_hex4(code)) return false;
+    if (code >= 0xDC00 && code <= 0xDFFF) return false;  // lone low surrogate
+    if (code >= 0xD800 && code <= 0xDBFF) {
+      std::uint32_t low = 0;
+      if (!consume('\\') || !consume('u') || !read_hex4(low) || low < 0xDC00 || low > 0xDFFF)
+        return false;
+      code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00);
+    }
+    append_utf8(out, code);
+    return true;
+  }
+
+  // Copies one well-formed multi-byte UTF-8 sequence (no overlongs, no
+  // surrogates, nothing above U+10FFFF).
+  bool copy_utf8_sequence(std::string& out) {
+    const auto lead = static_cast<unsigned char>(*at_);
+    int length = 0;
+    std::uint32_t code = 0;
+    if (lead >= 0xC2 && lead <= 0xDF) {
+      length = 2;
+      code = lead & 0x1Fu;
+    } else if (lead >= 0xE0 && lead <= 0xEF) {
+      length = 3;
+      code = lead & 0x0Fu;
+    } else if (lead >= 0xF0 && lead <= 0xF4) {
+      length = 4;
+      code = lead & 0x07u;
+    } else {
+      return false;
+    }
+    if (end_ - at_ < length) return false;
+    for (int i = 1; i < length; ++i) {
+      const auto next = static_cast<unsigned char>(at_[i]);
+      if ((next & 0xC0) != 0x80) return false;
+      code = (code << 6) | (next & 0x3Fu);
+    }
+    if ((length == 3 && (code < 0x800 || (code >= 0xD800 && code <= 0xDFFF))) ||
+        (length == 4 && (code < 0x10000 || code > 0x10FFFF)))
+      return false;
+    out.append(at_, static_cast<std::size_t>(length));
+    at_ += length;
+    return true;
+  }
+
+  const char* at_;
+  const char* end_;
+};
+
+inline bool is_blank(std::string_view text) {
+  return text.find_first_not_of(" \t\n\r\v\f") == std::string_view::npos;
+}
+
+inline void append_json_string(std::string& out, std::string_view text) {
+  static constexpr char hex[] = "0123456789abcdef";
+  out.push_back('"');
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          out += "\\u00";
+          out.push_back(hex[c >> 4]);
+          out.push_back(hex[c & 0xF]);
+        } else {
+          out.push_back(ch);
+        }
+    }
+  }
+  out.push_back('"');
+}
+
+}  // namespace detail
+
+// Parses one lease record. Returns nothing for anything that is not a valid
+// record: not a JSON object, trailing bytes, a known key twice or with the
+// wrong type, version != 1, blank ownerID, pid or heartbeat not positive, or
+// more than 64 KiB. Unknown keys of any JSON type are skipped.
+inline std::optional<Lease> parse_lease(std::string_view bytes) noexcept {
+  if (bytes.size() > detail::max_record_bytes) return std::nullopt;
+  try {
+    enum field : unsigned {
+      f_version = 1u << 0, f_owner = 1u << 1, f_pid = 1u << 2, f_heartbeat = 1u << 3,
+      f_host = 1u << 4, f_boot = 1u << 5, f_pidns = 1u << 6, f_start = 1u << 7, f_stale = 1u << 8,
+    };
+    static constexpr std::pair<std::string_view, field> known[] = {
+        {"version", f_version}, {"ownerID", f_owner}, {"pid", f_pid},
+        {"lastHeartbeatUnixNano", f_heartbeat}, {"host", f_host}, {"bootID", f_boot},
+        {"pidNamespace", f_pidns}, {"startTime", f_start}, {"staleThresholdNano", f_stale},
+    };
+    detail::json_reader in(bytes);
+    Lease lease;
+    unsigned seen = 0;
+    std::int64_t version = 0, pid = 0, heartbeat = 0, stale = 0;
+    std::string key;
+
+    in.skip_whitespace();
+    if (!in.consume('{')) return std::nullopt;
+    in.skip_whitespace();
+    if (!in.consume('}')) {
+      for (;;) {
+        in.skip_whitespace();
+        if (!in.read_string(key)) return std::nullopt;
+        in.skip_whitespace();
+        if (!in.consume(':')) return std::nullopt;
+        in.skip_whitespace();
+        const auto match = std::find_if(std::begin(known), std::end(known),
+                                        [&](const auto& entry) { return entry.first == key; });
+        if (match == std::end(known)) {
+          if (!in.skip_value(1)) return std::nullopt;
+        } else {
+          if (seen & match->second) return std::nullopt;  // duplicate key: ambiguous
+          seen |= match->second;
+          bool ok = false;
+          switch (match->second) {
+            case f_version: ok = in.read_integer(version); break;
+            case f_owner: ok = in.read_string(lease.owner_id); break;
+            case f_pid: ok = in.read_integer(pid); break;
+            case f_heartbeat: ok = in.read_integer(heartbeat); break;
+            case f_host: ok = in.read_string(lease.host); break;
+            case f_boot: ok = in.read_string(lease.boot_id); break;
+            case f_pidns: ok = in.read_integer(lease.pid_namespace); break;
+            case f_start: ok = in.read_integer(lease.start_time); break;
+            case f_stale: ok = in.read_integer(stale); break;
+          }
+          if (!ok) return std::nullopt;
+        }
+        in.skip_whitespace();
+        if (in.consume('}')) break;
+        if (!in.consume(',')) return std::nullopt;
+      }
+    }
+    in.skip_whitespace();
+    if (!in.done()) return std::nullopt;
+    if (version != 1 || detail::is_blank(lease.owner_id) || pid <= 0 || pid > INT_MAX ||
+        heartbeat <= 0 || stale < 0)
+      return std::nullopt;
+    lease.version = 1;
+    lease.pid = static_cast<int>(pid);
+    lease.heartbeat = detail::from_unix_nanos(heartbeat);
+    lease.stale_threshold = std::chrono::nanoseconds(stale);
+    return lease;
+  } catch (...) {  // std::bad_alloc while decoding a string
+    return std::nullopt;
+  }
+}
+
+// Writes one lease record: compact JSON and a newline. Identity fields that
+// are empty or zero are left out, as the Go package writes them.
+inline std::string format_lease(const Lease& lease) {
+  std::string out;
+  out.reserve(160 + lease.owner_id.size() + lease.host.size() + lease.boot_id.size());
+  out += "{\"version\":";
+  out += std::to_string(lease.version);
+  out += ",\"ownerID\":";
+  detail::append_json_string(out, lease.owner_id);
+  out += ",\"pid\":";
+  out += std::to_string(lease.pid);
+  out += ",\"lastHeartbeatUnixNano\":";
+  out += std::to_string(detail::unix_nanos(lease.heartbeat));
+  if (!lease.host.empty()) {
+    out += ",\"host\":";
+    detail::append_json_string(out, lease.host);
+  }
+  if (!lease.boot_id.empty()) {
+    out += ",\"bootID\":";
+    detail::append_json_string(out, lease.boot_id);
+  }
+  if (lease.pid_namespace != 0) {
+    out += ",\"pidNamespace\":";
+    out += std::to_string(lease.pid_namespace);
+  }
+  if (lease.start_time != 0) {
+    out += ",\"startTime\":";
+    out += std::to_string(lease.start_time);
+  }
+  if (lease.stale_threshold.count() != 0) {
+    out += ",\"staleThresholdNano\":";
+    out += std::to_string(lease.stale_threshold.count());
+  }
+  out += "}\n";
+  return out;
+}
+
+// Thrown when a live owner holds the lock. code() is the lock's held_error.
+// (It sits here, not with the other errors, because it carries a Lease.)
+class lock_held_error : public std::filesystem::filesystem_error {
+ public:
+  lock_held_error(const std::filesystem::path& lock_file, std::error_code code,
+                  std::optional<Lease> holder, std::chrono::nanoseconds age)
+      : std::filesystem::filesystem_error(describe(holder, age), lock_file, code),
+        holder_(std::make_shared<const std::optional<Lease>>(std::move(holder))) {}
+
+  // The holder's record, or empty when the lock file is not a valid record.
+  const std::optional<Lease>& holder() const noexcept { return *holder_; }
+
+ private:
+  static std::string describe(const std::optional<Lease>& holder, std::chrono::nanoseconds age) {
+    const auto age_ms = std::chrono::duration_cast<std::chrono::milliseconds>(age).count();
+    if (!holder)
+      return "acquire lock file: not a valid lease record, modified " + std::to_string(age_ms) +
+             " ms ago";
+    std::string text = "acquire lock file: held by pid " + std::to_string(holder->pid);
+    if (!holder->host.empty()) text += " on host " + holder->host;
+    text += ", last heartbeat " + std::to_string(age_ms) + " ms ago";
+    return text;
+  }
+
+  std::shared_ptr<const std::optional<Lease>> holder_;  // shared: copying must not throw
+};
+
+}  // namespace lockfile
+
+// ===========================================================================
+// Platform layer: every POSIX call the library makes lives here. Functions
+// report errno through std::error_code and never throw.
+// ===========================================================================
+namespace lockfile::detail {
+
+inline std::error_code errno_code(int value = errno) { return {value, std::system_category()}; }
+
+// Owns one file descriptor; closes it on destruction.
+class unique_fd {
+ public:
+  unique_fd() = default;
+  explicit unique_fd(int fd) : fd_(fd) {}
+  unique_fd(unique_fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  unique_fd& operator=(unique_fd&& other) noexcept {
+    if (this != &other) reset(std::exchange(other.fd_, -1));
+    return *this;
+  }
+  unique_fd(const unique_fd&) = delete;
+  unique_fd& operator=(const unique_fd&) = delete;
+  ~unique_fd() { reset(); }
+
+  int get() const { return fd_; }
+  explicit operator bool() const { return fd_ >= 0; }
+  void reset(int fd = -1) {
+    if (fd_ >= 0) ::close(fd_);  // even on EINTR the descriptor is gone (Linux)
+    fd_ = fd;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// Every open goes through here: never follow a symbolic link at the last
+// component, never leak the descriptor into an exec'd child.
+inline int open_file(const char* path, int flags, mode_t mode = 0) {
+  int fd;
+  do fd = ::open(path, flags | O_CLOEXEC | O_NOFOLLOW, mode);
+  while (fd < 0 && errno == EINTR);
+  return fd;
+}
+
+inline mode_t to_mode(std::filesystem::perms perms) {
+  return static_cast<mode_t>(perms & std::filesystem::perms::mask);
+}
+
+struct file_identity {
+  dev_t device = 0;
+  ino_t inode = 0;
+  friend bool operator==(const file_identity&, const file_identity&) = default;
+};
+
+struct file_facts {
+  file_identity identity;
+  bool regular = false;
+  bool directory = false;
+  nlink_t links = 0;
+  std::chrono::system_clock::time_point modified;
+};
+
+inline file_facts facts_from(const struct stat& st) {
+  file_facts facts;
+  facts.identity = {st.st_dev, st.st_ino};
+  facts.regular = S_ISREG(st.st_mode);
+  facts.directory = S_ISDIR(st.st_mode);
+  facts.links = st.st_nlink;
+#if defined(__APPLE__)
+  const auto& mtime = st.st_mtimespec;
+#else
+  const auto& mtime = st.st_mtim;
+#endif
+  facts.modified = from_unix_nanos(static_cast<std::int64_t>(mtime.tv_sec) * 1'000'000'000 +
+                                   mtime.tv_nsec);
+  return facts;
+}
+
+inline std::error_code stat_fd(int fd, file_facts& out) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return errno_code();
+  out = facts_from(st);
+  return {};
+}
+
+// lstat: a symbolic link at the path is reported as such, never followed.
+inline std::error_code stat_path(const std::filesystem::path& path, file_facts& out) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return errno_code();
+  out = facts_from(st);
+  return {};
+}
+
+// Reads from offset 0 up to limit + 1 bytes, so that "larger than limit" is
+// known without reading a large file whole.
+inline std::error_code read_prefix(int fd, std::string& out, std::size_t limit) {
+  out.resize(limit + 1);
+  std::size_t got = 0;
+  while (got < out.size()) {
+    const ssize_t n = ::pread(fd, out.data() + got, out.size() - got, static_cast<off_t>(got));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const auto ec = errno_code();
+      out.clear();
+      return ec;
+    }
+    if (n == 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  out.resize(got);
+  return {};
+}
+
+inline std::error_code write_at(int fd, std::string_view bytes, off_t offset) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::pwrite(fd, bytes.data(), bytes.size(), offset);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno_code();
+    }
+    bytes.remove_prefix(static_cast<std::size_t>(n));
+    offset += n;
+  }
+  return {};
+}
+
+inline std::error_code truncate_to(int fd, std::size_t size) {
+  int rc;
+  do rc = ::ftruncate(fd, static_cast<off_t>(size));
+  while (rc != 0 && errno == EINTR);
+  return rc == 0 ? std::error_code{} : errno_code();
+}
+
+enum class flock_result { locked, busy, unsupported, failed };
+
+// flock, not fcntl locks: those belong to the process, so two locks in one
+// process would not exclude each other.
+inline flock_result try_flock(int fd, std::error_code& ec) {
+  int rc;
+  do rc = ::flock(fd, LOCK_EX | LOCK_NB);
+  while (rc != 0 && errno == EINTR);
+  if (rc == 0) return flock_result::locked;
+  if (errno == EWOULDBLOCK) return flock_result::busy;
+  ec = errno_code();
+  if (errno == ENOLCK || errno == EOPNOTSUPP || errno == ENOTSUP) return flock_result::unsupported;
+  return flock_result::failed;
+}
+
+inline void unlock_flock(int fd) { ::flock(fd, LOCK_UN); }
+
+inline std::error_code remove_name(const std::filesystem::path& path) {
+  return ::unlink(path.c_str()) == 0 ? std::error_code{} : errno_code();
+}
+
+// mkdir -p: every missing level is created with mode (the umask applies).
+inline std::error_code make_directories(const std::filesystem::path& dir, mode_t mode) {
+  if (dir.empty()) return {};
+  if (::mkdir(dir.c_str(), mode) == 0) return {};
+  if (errno == EEXIST) return {};
+  if (errno != ENOENT) return errno_code();
+  const auto parent = dir.parent_path();
+  if (parent == dir) return errno_code(ENOENT);
+  if (auto ec = make_directories(parent, mode)) return ec;
+  if (::mkdir(dir.c_str(), mode) == 0 || errno == EEXIST) return {};
+  return errno_code();
+}
+
+// The result of trying to create the lock file with a complete record.
+struct publication {
+  unique_fd fd;           // the lock file, open read-write, when published
+  std::error_code error;  // EEXIST when someone else's file is in the way
+  const char* operation = "create lock file";
+};
+
+// Writes bytes into a file nobody can see yet and links it to path in one
+// step, so that no reader ever sees a partial record from a live owner.
+inline publication publish_new_file(const std::filesystem::path& path, std::string_view bytes,
+                                    mode_t mode, std::string_view private_suffix) {
+  publication out;
+  const auto dir = path.parent_path();
+  auto fail = [&](const char* operation, std::error_code ec) {
+    out.fd.reset();
+    out.error = ec;
+    out.operation = operation;
+    return std::move(out);
+  };
+
+#if defined(O_TMPFILE)
+  // Linux: an anonymous inode, linked to its name only once complete.
+  unique_fd anonymous(open_file(dir.c_str(), O_TMPFILE | O_RDWR, mode));
+  if (anonymous) {
+    if (auto ec = write_at(anonymous.get(), bytes, 0)) return fail("write lock file", ec);
+    const std::string proc_name = "/proc/self/fd/" + std::to_string(anonymous.get());
+    if (::linkat(AT_FDCWD, proc_name.c_str(), AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW) == 0) {
+      out.fd = std::move(anonymous);
+      return out;
+    }
+    const int link_errno = errno;
+    if (link_errno == EEXIST) return fail("create lock file", errno_code(link_errno));
+    // Without /proc or without link support, fall through to a named file.
+    if (link_errno != ENOENT && link_errno != EPERM && link_errno != EOPNOTSUPP &&
+        link_errno != ENOTSUP)
+      return fail("create lock file", errno_code(link_errno));
+  } else if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL && errno != ENOTSUP) {
+    return fail("create lock file", errno_code());
+  }
+#endif
+
+  // Portable: a private named file, linked into place, then unnamed again.
+  auto private_name = dir / ("." + path.filename().string() + "." + std::string(private_suffix) + ".tmp");
+  unique_fd named(open_file(private_name.c_str(), O_RDWR | O_CREAT | O_EXCL, mode));
+  if (!named) return fail("create lock file", errno_code());
+  if (auto ec = write_at(named.get(), bytes, 0)) {
+    remove_name(private_name);
+    return fail("write lock file", ec);
+  }
+  if (::link(private_name.c_str(), path.c_str()) == 0) {
+    remove_name(private_name);
+    out.fd = std::move(named);
+    return out;
+  }
+  const int link_errno = errno;
+  remove_name(private_name);
+  named.reset();
+  if (link_errno != EPERM && link_errno != EOPNOTSUPP && link_errno != ENOTSUP)
+    return fail("create lock file", errno_code(link_errno));
+
+  // No hard links here (some FUSE and SMB mounts): create in place. Readers
+  // may see the file empty for a moment; the invalid-file rule covers that.
+  unique_fd direct(open_file(path.c_str(), O_RDWR | O_CREAT | O_EXCL, mode));
+  if (!direct) return fail("create lock file", errno_code());
+  if (auto ec = write_at(direct.get(), bytes, 0)) {
+    remove_name(path);  // nobody may remove a file younger than the invalid threshold
+    return fail("write lock file", ec);
+  }
+  out.fd = std::move(direct);
+  return out;
+}
+
+// Publishes, creating missing parent directories only when the first try
+// says they are missing (the common case costs no mkdir).
+inline publication publish(const std::filesystem::path& path, std::string_view bytes,
+                           mode_t file_mode, mode_t directory_mode,
+                           std::string_view private_suffix) {
+  auto result = publish_new_file(path, bytes, file_mode, private_suffix);
+  if (result.error != std::errc::no_such_file_or_directory) return result;
+  if (auto ec = make_directories(path.parent_path(), directory_mode)) {
+    result.error = ec;
+    result.operation = "create lock directory";
+    return result;
+  }
+  return publish_new_file(path, bytes, file_mode, private_suffix);
+}
+
+// A look at someone else's lock file: its descriptor, identity and bytes.
+struct observed_file {
+  unique_fd fd;
+  file_facts facts;
+  std::string bytes;       // at most max_record_bytes + 1
+  std::error_code error;   // ENOENT: it vanished, which callers retry
+  const char* operation = "read lock file";
+};
+
+inline observed_file observe_file(const std::filesystem::path& path) {
+  observed_file out;
+  // Read-write where permitted: NFS emulates flock with POSIX locks, which
+  // need a writable descriptor. O_NONBLOCK: a FIFO at the path must not hang us.
+  out.fd.reset(open_file(path.c_str(), O_RDWR | O_NONBLOCK));
+  if (!out.fd && (errno == EACCES || errno == EROFS || errno == EPERM || errno == ETXTBSY))
+    out.fd.reset(open_file(path.c_str(), O_RDONLY | O_NONBLOCK));
+  if (!out.fd) {
+    out.error = errno_code();
+    out.operation = "open lock file";
+    return out;
+  }
+  if ((out.error = stat_fd(out.fd.get(), out.facts))) return out;
+  if (out.facts.directory) {
+    out.error = errno_code(EISDIR);
+    return out;
+  }
+  if (!out.facts.regular) {
+    out.error = errno_code(EINVAL);
+    out.operation = "read lock file (not a regular file)";
+    return out;
+  }
+  out.error = read_prefix(out.fd.get(), out.bytes, max_record_bytes);
+  return out;
+}
+
+// Reads a small text file whole (for /proc); empty on any failure.
+inline std::string read_small_file(const char* path) {
+  unique_fd fd(open_file(path, O_RDONLY));
+  std::string text;
+  if (!fd || read_prefix(fd.get(), text, 4096)) return {};
+  return text;
+}
+
+inline std::string host_name() {
+  char buffer[256] = {};
+  if (::gethostname(buffer, sizeof buffer - 1) != 0) return {};
+  return buffer;
+}
+
+inline std::string boot_id() {
+#if defined(__linux__)
+  auto text = read_small_file("/proc/sys/kernel/random/boot_id");
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  return text;
+#else
+  return {};
+#endif
+}
+
+inline std::uint64_t pid_namespace() {
+#if defined(__linux__)
+  struct stat st {};
+  if (::stat("/proc/self/ns/pid", &st) != 0) return 0;
+  return static_cast<std::uint64_t>(st.st_ino);
+#else
+  return 0;
+#endif
+}
+
+// What /proc/PID/stat says of a process: its state letter and start time.
+struct proc_stat {
+  char state = '?';
+  std::uint64_t start_time = 0;
+};
+
+// The command name (field 2) may hold spaces and parentheses: fields after it
+// are counted from the last ')'.
+inline std::optional<proc_stat> parse_proc_stat(std::string_view text) {
+  const auto close = text.rfind(')');
+  if (close == std::string_view::npos) return std::nullopt;
+  text.remove_prefix(close + 1);
+  proc_stat out;
+  for (int field = 3; field <= 22; ++field) {
+    const auto begin = text.find_first_not_of(' ');
+    if (begin == std::string_view::npos) return std::nullopt;
+    text.remove_prefix(begin);
+    const auto end = std::min(text.find(' '), text.size());
+    const auto token = text.substr(0, end);
+    if (field == 3) out.state = token.empty() ? '?' : token.front();
+    if (field == 22) {
+      const auto [ptr, ec] = std::from_chars(token.data(), token.data() + token.size(), out.start_time);
+      if (ec != std::errc{} || ptr != token.data() + token.size()) return std::nullopt;
+    }
+    text.remove_prefix(end);
+  }
+  return out;
+}
+
+inline std::optional<proc_stat> read_proc_stat(int pid) {
+#if defined(__linux__)
+  const std::string path = "/proc/" + std::to_string(pid) + "/stat";
+  const auto text = read_small_file(path.c_str());
+  if (text.empty()) return std::nullopt;
+  return parse_proc_stat(text);
+#else
+  (void)pid;
+  return std::nullopt;
+#endif
+}
+
+enum class liveness { alive, dead };
+
+// Is the process that wrote a record with our boot id and PID namespace still
+// running? Dead only on proof: /proc/PID gone (confirmed by kill), a zombie,
+// or a different start time (the pid was reused). Anything unclear: alive.
+inline liveness probe_process(int pid, std::uint64_t start_time) {
+  if (const auto stat = read_proc_stat(pid)) {
+    if (stat->state == 'Z' || stat->state == 'X') return liveness::dead;
+    if (start_time != 0 && stat->start_time != start_time) return liveness::dead;
+    return liveness::alive;
+  }
+  // /proc has no entry, or cannot be read (hidepid, not Linux): only the
+  // kernel's own "no such process" counts as proof.
+  if (::kill(pid, 0) != 0 && errno == ESRCH) return liveness::dead;
+  return liveness::alive;
+}
+
+inline int current_pid() { return static_cast<int>(::getpid()); }
+
+// The identity this process writes into its records. Host, boot id and PID
+// namespace are read once per process; pid and start time again after fork().
+struct process_identity {
+  int pid = 0;
+  std::uint64_t start_time = 0;
+  std::string host;
+  std::string boot_id;
+  std::uint64_t pid_namespace = 0;
+};
+
+inline process_identity self_identity() {
+  static std::mutex mutex;
+  static process_identity cached;
+  const int pid = current_pid();
+  std::lock_guard guard(mutex);
+  if (cached.pid != pid) {
+    if (cached.pid == 0) {
+      cached.host = host_name();
+      cached.boot_id = boot_id();
+      cached.pid_namespace = pid_namespace();
+    }
+    const auto stat = read_proc_stat(pid);
+    cached.start_time = stat ? stat->start_time : 0;
+    cached.pid = pid;
+  }
+  return cached;
+}
+
+// Unique across processes, hosts and calls: pid, wall time, a counter and
+// 64 random bits.
+inline std::string new_owner_id(int pid, std::chrono::system_clock::time_point now) {
+  static std::atomic<std::uint64_t> counter{0};
+  std::random_device entropy;
+  const std::uint64_t random = (std::uint64_t{entropy()} << 32) ^ entropy();
+  char hex[17] = {};
+  std::to_chars(hex, hex + 16, random, 16);
+  return std::to_string(pid) + "-" + std::to_string(unix_nanos(now)) + "-" +
+         std::to_string(++counter) + "-" + hex;
+}
+
+}  // namespace lockfile::detail
+
+// ===========================================================================
+// Judging a lock file: the rules of DESIGN.md "Protocol" step 3, shared by
+// acquire attempts, waiting and inspect().
+// ===========================================================================
+namespace lockfile::detail {
+
+using steady_clock = std::chrono::steady_clock;
+using system_clock = std::chrono::system_clock;
+
+// What one lock has seen of a lock file's bytes over time, on its own
+// steady clock. It lets a waiting lock judge by observation rather than by
+// another host's timestamps.
+struct observation_memory {
+  bool valid = false;
+  bool saw_change = false;             // the bytes changed while we watched
+  std::string bytes;
+  steady_clock::time_point first_seen; // when the current bytes were first seen
+
+  void record(const std::string& now_bytes, steady_clock::time_point now) {
+    if (valid && now_bytes == bytes) return;
+    saw_change = valid;
+    valid = true;
+    bytes = now_bytes;
+    first_seen = now;
+  }
+  void forget() { *this = observation_memory{}; }
+};
+
+struct verdict {
+  LockStatus status;
+  // When the file, if its bytes stay as they are, becomes stale (steady time);
+  // meaningful when held.
+  steady_clock::time_point stale_at;
+};
+
+inline std::chrono::nanoseconds age_since(system_clock::time_point now,
+                                          system_clock::time_point then) {
+  return std::max(std::chrono::nanoseconds::zero(),
+                  std::chrono::duration_cast<std::chrono::nanoseconds>(now - then));
+}
+
+inline bool owner_is_dead(const Lease& lease, const process_identity& self, const Options& options) {
+  const bool same_pid_space = !lease.boot_id.empty() && lease.boot_id == self.boot_id &&
+                              lease.pid_namespace != 0 && lease.pid_namespace == self.pid_namespace;
+  if (!same_pid_space) return false;
+  if (options.process_appears_alive) return !options.process_appears_alive(lease.pid);
+  return probe_process(lease.pid, lease.start_time) == liveness::dead;
+}
+
+inline verdict judge(const std::string& bytes, const file_facts& facts, const Options& options,
+                     const observation_memory* memory, const process_identity& self) {
+  using std::chrono::nanoseconds;
+  const auto wall_now = system_clock::now();
+  const auto steady_now = steady_clock::now();
+  verdict out;
+  out.status.state = LockState::held;
+  if (bytes.size() <= max_record_bytes) out.status.lease = parse_lease(bytes);
+  const auto& lease = out.status.lease;
+
+  // Which threshold applies, and how old the file is by the timestamps.
+  nanoseconds threshold;
+  nanoseconds age;
+  if (lease) {
+    threshold = std::max<nanoseconds>(options.lease_stale_threshold, lease->stale_threshold);
+    const bool far_future = lease->heartbeat - wall_now > threshold;
+    // A heartbeat far in the future (skew, corruption) must not block forever:
+    // judge by the file's modification time, which follows each renewal.
+    age = age_since(wall_now, far_future ? facts.modified : lease->heartbeat);
+  } else {
+    threshold = options.invalid_lock_stale_threshold;
+    age = age_since(wall_now, facts.modified);
+  }
+  out.status.age = age;
+
+  if (lease && owner_is_dead(*lease, self, options)) {
+    out.status.state = LockState::stale;
+    return out;
+  }
+  const bool watching = memory && memory->valid && memory->bytes == bytes;
+  if (watching) {
+    if (steady_now - memory->first_seen >= threshold) {  // stale by observation
+      out.status.state = LockState::stale;
+      return out;
+    }
+    out.stale_at = memory->first_seen + threshold;
+    if (memory->saw_change) return out;  // alive by observation, whatever the timestamps say
+  }
+  if (age >= threshold) {  // the Go rule: all a single try has to go on
+    out.status.state = LockState::stale;
+    return out;
+  }
+  const auto by_timestamps = steady_now + (threshold - age);
+  out.stale_at = watching ? std::min(out.stale_at, by_timestamps) : by_timestamps;
+  return out;
+}
+
+}  // namespace lockfile::detail
+
+// ===========================================================================
+// Heartbeat service: one thread per process renews every held lease; a second
+// thread runs on_lease_lost callbacks, so a slow callback delays nobody's
+// renewal. Both start with the first acquisition, and again in a forked child.
+// ===========================================================================
+namespace lockfile::detail {
+
+// One held lease, shared between its PIDLock and the service.
+struct held_lease {
+  std::mutex mutex;  // orders renewal against release
+  unique_fd fd;
+  std::filesystem::path path;  // absolute
+  file_identity identity;
+  Lease lease;                 // as last written
+  std::size_t record_size = 0;
+  std::chrono::milliseconds interval{};
+  std::chrono::milliseconds stale_threshold{};
+  steady_clock::time_point last_renewed;
+  int owner_process = 0;         // a forked child owns nothing
+  std::atomic<bool> active{true};  // false once released or lost
+  std::function<void()> on_lost;
+};
+
+enum class renewal { renewed, failed, lost };
+
+// Rewrites the record in place with a new heartbeat, after checking that the
+// path still names our inode and still carries our ownerID. The flock makes
+// the check and the write one step against a reclaimer's check and unlink.
+inline renewal renew(held_lease& held) {
+  std::lock_guard guard(held.mutex);
+  if (!held.active.load()) return renewal::renewed;  // released meanwhile: nothing to do
+  std::error_code ec;
+  const auto locked = try_flock(held.fd.get(), ec);
+  if (locked == flock_result::busy || locked == flock_result::failed) return renewal::failed;
+  struct unlocker {
+    int fd;
+    bool locked;
+    ~unlocker() {
+      if (locked) unlock_flock(fd);
+    }
+  } unlock_at_exit{held.fd.get(), locked == flock_result::locked};
+
+  file_facts mine, named;
+  if (stat_fd(held.fd.get(), mine)) return renewal::failed;
+  if (mine.links == 0) return renewal::lost;
+  if (const auto error = stat_path(held.path, named)) {
+    return error == std::errc::no_such_file_or_directory ? renewal::lost : renewal::failed;
+  }
+  if (named.identity != held.identity) return renewal::lost;
+  std::string bytes;
+  if (read_prefix(held.fd.get(), bytes, max_record_bytes)) return renewal::failed;
+  const auto on_disk = parse_lease(bytes);
+  if (!on_disk || on_disk->owner_id != held.lease.owner_id) return renewal::lost;
+
+  Lease next = held.lease;
+  next.heartbeat = system_clock::now();
+  const std::string record = format_lease(next);
+  if (write_at(held.fd.get(), record, 0)) return renewal::failed;
+  if (record.size() < held.record_size && truncate_to(held.fd.get(), record.size()))
+    return renewal::failed;
+  held.lease = std::move(next);
+  held.record_size = record.size();
+  held.last_renewed = steady_clock::now();
+  return renewal::renewed;
+}
+
+class heartbeat_service {
+ public:
+  // The service of this process. A forked child gets a fresh one: the
+  // parent's threads do not exist in the child, so its service (and any
+  // mutex a parent thread held at fork time) is abandoned, never touched.
+  static heartbeat_service& instance() {
+    static std::atomic<heartbeat_service*> current{nullptr};
+    const int pid = current_pid();
+    auto* service = current.load(std::memory_order_acquire);
+    while (!service || service->pid_ != pid) {
+      auto* fresh = new heartbeat_service(pid);  // never deleted: threads may outlive statics
+      if (current.compare_exchange_strong(service, fresh, std::memory_order_acq_rel)) return *fresh;
+      delete fresh;
+    }
+    return *service;
+  }
+
+  // Starts renewing. Fails only when the threads cannot be started.
+  std::error_code add(std::shared_ptr<held_lease> held) {
+    std::lock_guard guard(mutex_);
+    try {
+      if (!renewer_.joinable()) renewer_ = std::jthread([this](std::stop_token stop) { renew_loop(stop); });
+      if (!notifier_.joinable()) notifier_ = std::jthread([this](std::stop_token stop) { notify_loop(stop); });
+      const auto due = steady_clock::now() + held->interval;
+      leases_.push_back({std::move(held), due});
+    } catch (const std::system_error& e) {
+      return e.code();
+    } catch (const std::bad_alloc&) {
+      return std::make_error_code(std::errc::not_enough_memory);
+    }
+    wake_.notify_all();
+    return {};
+  }
+
+  void remove(const held_lease* held) {
+    std::lock_guard guard(mutex_);
+    std::erase_if(leases_, [&](const entry& e) { return e.lease.get() == held; });
+  }
+
+  // Drops a queued callback for held, and waits for a running one to return
+  // (unless called from that callback itself).
+  void cancel_callbacks(const held_lease* held) {
+    std::unique_lock guard(notify_mutex_);
+    std::erase_if(pending_, [&](const auto& p) { return p.get() == held; });
+    callback_done_.wait(guard, [&] {
+      return running_ != held || std::this_thread::get_id() == notifier_id_;
+    });
+  }
+
+ private:
+  struct entry {
+    std::shared_ptr<held_lease> lease;
+    steady_clock::time_point due;
+  };
+
+  explicit heartbeat_service(int pid) : pid_(pid) {}
+
+  void renew_loop(std::stop_token stop) {
+    std::unique_lock guard(mutex_);
+    while (!stop.stop_requested()) {
+      const auto now = steady_clock::now();
+      auto next = steady_clock::time_point::max();
+      std::vector<std::shared_ptr<held_lease>> due;
+      for (auto& e : leases_) {
+        if (e.due <= now) {
+          due.push_back(e.lease);
+          e.due += e.lease->interval;
+          if (e.due <= now) e.due = now + e.lease->interval;  // woke late (paused, suspended)
+        }
+        next = std::min(next, e.due);
+      }
+      if (due.empty()) {
+        wake_.wait_until(guard, stop, next, [&] { return std::exchange(changed_, false); });
+        continue;
+      }
+      guard.unlock();
+      for (const auto& held : due) {
+        if (renew_one(*held) == renewal::lost) declare_lost(held);
+      }
+      guard.lock();
+      for (const auto& held : due)
+        if (!held->active.load()) std::erase_if(leases_, [&](const entry& e) { return e.lease == held; });
+    }
+  }
+
+  static renewal renew_one(held_lease& held) {
+    auto outcome = renew(held);
+    if (outcome != renewal::failed) return outcome;
+    // A failed write (EIO, ESTALE, ENOSPC, a busy flock) is retried on the
+    // next tick, until no renewal has succeeded for so long that another
+    // process may already consider the lease stale.
+    std::lock_guard guard(held.mutex);
+    if (steady_clock::now() - held.last_renewed >= held.stale_threshold - held.interval)
+      return renewal::lost;
+    return renewal::failed;
+  }
+
+  void declare_lost(const std::shared_ptr<held_lease>& held) {
+    {
+      std::lock_guard guard(held->mutex);
+      if (!held->active.exchange(false)) return;  // released meanwhile
+      held->fd.reset();  // the file is not ours any more
+    }
+    if (!held->on_lost) return;
+    std::lock_guard guard(notify_mutex_);
+    pending_.push_back(held);
+    notify_.notify_all();
+  }
+
+  void notify_loop(std::stop_token stop) {
+    std::unique_lock guard(notify_mutex_);
+    notifier_id_ = std::this_thread::get_id();
+    while (notify_.wait(guard, stop, [&] { return !pending_.empty(); })) {
+      auto held = std::move(pending_.front());
+      pending_.pop_front();
+      running_ = held.get();
+      guard.unlock();
+      try {
+        held->on_lost();
+      } catch (...) {
+        // A callback's exception has nowhere to go on this thread.
+      }
+      guard.lock();
+      running_ = nullptr;
+      callback_done_.notify_all();
+    }
+  }
+
+  const int pid_;
+  std::mutex mutex_;
+  std::condition_variable_any wake_;
+  bool changed_ = false;
+  std::vector<entry> leases_;
+  std::mutex notify_mutex_;
+  std::condition_variable_any notify_;
+  std::condition_variable_any callback_done_;
+  std::deque<std::shared_ptr<held_lease>> pending_;
+  const held_lease* running_ = nullptr;
+  std::thread::id notifier_id_;
+  std::jthread renewer_;   // declared last: stopped and joined first
+  std::jthread notifier_;
+};
+
+}  // namespace lockfile::detail
+
+// ===========================================================================
+// PIDLock: acquire, release and waiting, built on the pieces above.
+// ===========================================================================
+namespace lockfile {
+
+LockStatus inspect(const std::filesystem::path& lock_file, const Options& options = {});
+
+class PIDLock {
+ public:
+  explicit PIDLock(std::filesystem::path lock_file, Options options = {})
+      : path_(std::move(lock_file)), options_(std::move(options)) {
+    detail::validate(path_, options_);
+    absolute_ = std::filesystem::absolute(path_).lexically_normal();
+    if (!options_.held_error) options_.held_error = make_error_code(errc::lock_held);
+  }
+
+  PIDLock(const PIDLock&) = delete;
+  PIDLock& operator=(const PIDLock&) = delete;
+
+  // Releases if held; never throws. (An on_lease_lost callback running at
+  // this moment may re-acquire; that acquisition is released too.)
+  ~PIDLock() {
+    std::error_code ignored;
+    for (int pass = 0; pass < 3 && has_lease(); ++pass) release(ignored);
+  }
+
+  const std::filesystem::path& path() const noexcept { return path_; }
+
+  // One attempt, with bounded reclamation retries. Throws lock_held_error
+  // when a live owner holds the lock, filesystem_error otherwise (with
+  // errc::retry_limit_exceeded when reclamation kept racing).
+  void acquire() {
+    const auto outcome = attempt(std::stop_token{});
+    if (outcome.kind != attempt_result::acquired) throw_failure(outcome);
+  }
+
+  void acquire(std::error_code& ec) noexcept {
+    ec.clear();
+    try {
+      const auto outcome = attempt(std::stop_token{});
+      if (outcome.kind != attempt_result::acquired) ec = error_of(outcome);
+    } catch (const std::bad_alloc&) {
+      ec = std::make_error_code(std::errc::not_enough_memory);
+    }
+  }
+
+  // Removes the lock file if it is still ours. A no-op when not held, after
+  // the lease was lost, and in a forked child (the parent's file stays).
+  void release() {
+    std::error_code ec;
+    const char* operation = release_impl(ec);
+    if (ec) throw std::filesystem::filesystem_error(operation, path_, ec);
+  }
+
+  void release(std::error_code& ec) noexcept { release_impl(ec); }
+
+  bool held() const noexcept {
+    std::lock_guard guard(state_mutex_);
+    return held_ && held_->active.load() && held_->owner_process == detail::current_pid();
+  }
+
+  // Lockable and TimedLockable, so std::unique_lock, std::scoped_lock and
+  // std::lock_guard work. The waiting calls throw on hard errors (EACCES,
+  // ELOOP, a directory at the path) instead of waiting.
+  void lock() { (void)wait_until(forever(), std::stop_token{}); }
+
+  // False when held by another (or by this object), or when reclamation
+  // kept racing.
+  bool try_lock() {
+    const auto outcome = attempt(std::stop_token{});
+    if (outcome.kind == attempt_result::failed) throw_failure(outcome);
+    return outcome.kind == attempt_result::acquired;
+  }
+
+  template <class Rep, class Period>
+  bool try_lock_for(const std::chrono::duration<Rep, Period>& timeout) {
+    return try_lock_until(std::chrono::steady_clock::now() + timeout);
+  }
+
+  template <class Clock, class Duration>
+  bool try_lock_until(const std::chrono::time_point<Clock, Duration>& deadline) {
+    return try_lock_until(deadline, std::stop_token{});
+  }
+
+  void unlock() { release(); }
+
+  // Cancellable waits: false as soon as stop is requested.
+  bool lock(std::stop_token stop) { return wait_until(forever(), stop); }
+
+  template <class Clock, class Duration>
+  bool try_lock_until(const std::chrono::time_point<Clock, Duration>& deadline, std::stop_token stop) {
+    // Converted once to steady time, so that setting the wall clock does not
+    // stretch or cut a wait.
+    const auto remaining = deadline - Clock::now();
+    if (remaining > std::chrono::hours(24 * 365 * 100)) return wait_until(forever(), stop);
+    return wait_until(std::chrono::steady_clock::now() +
+                          std::chrono::ceil<std::chrono::steady_clock::duration>(remaining),
+                      stop);
+  }
+
+  // The lock file's state, judged as an acquire attempt by this lock would
+  // judge it. Changes nothing.
+  LockStatus inspect() const {
+    std::lock_guard guard(op_mutex_);
+    auto seen = detail::observe_file(absolute_);
+    if (seen.error == std::errc::no_such_file_or_directory) return {};
+    if (seen.error) throw std::filesystem::filesystem_error(seen.operation, path_, seen.error);
+    return detail::judge(seen.bytes, seen.facts, options_, &memory_, detail::self_identity()).status;
+  }
+
+ private:
+  enum class attempt_result { acquired, held, self_held, retry_limit, failed };
+
+  struct attempt_outcome {
+    attempt_result kind = attempt_result::failed;
+    std::error_code error;        // when failed
+    const char* operation = "";   // when failed
+    detail::verdict verdict;      // when held
+  };
+
+  enum class removal { removed, busy, changed, vanished, failed };
+
+  // Files that vanish under an attempt are retried at once, without counting
+  // against acquire_retry_limit; this only bounds a pathological loop.
+  static constexpr int max_vanished_passes = 1000;
+
+  static std::chrono::steady_clock::time_point forever() {
+    return std::chrono::steady_clock::time_point::max();
+  }
+
+  static attempt_outcome with(attempt_result kind) {
+    attempt_outcome o;
+    o.kind = kind;
+    return o;
+  }
+
+  static attempt_outcome failure(const char* operation, std::error_code ec) {
+    attempt_outcome o;
+    o.operation = operation;
+    o.error = ec;
+    return o;
+  }
+
+  std::error_code error_of(const attempt_outcome& o) const {
+    switch (o.kind) {
+      case attempt_result::held: return options_.held_error;
+      case attempt_result::self_held: return std::make_error_code(std::errc::resource_deadlock_would_occur);
+      case attempt_result::retry_limit: return make_error_code(errc::retry_limit_exceeded);
+      case attempt_result::acquired:
+      case attempt_result::failed: break;
+    }
+    return o.error;
+  }
+
+  [[noreturn]] void throw_failure(const attempt_outcome& o) const {
+    switch (o.kind) {
+      case attempt_result::held:
+        throw lock_held_error(path_, options_.held_error, o.verdict.status.lease, o.verdict.status.age);
+      case attempt_result::self_held:
+        throw std::filesystem::filesystem_error("acquire lock file (this PIDLock already holds it)",
+                                                path_, error_of(o));
+      case attempt_result::retry_limit:
+        throw std::filesystem::filesystem_error("acquire lock file", path_, error_of(o));
+      case attempt_result::acquired:
+      case attempt_result::failed: break;
+    }
+    throw std::filesystem::filesystem_error(o.operation, path_, o.error);
+  }
+
+  bool has_lease() const {
+    std::lock_guard guard(state_mutex_);
+    return held_ != nullptr;
+  }
+
+  // Sleeps until wake, or until stop is requested, or until this object is
+  // released by another thread.
+  void pause_until(std::chrono::steady_clock::time_point wake, const std::stop_token& stop) {
+    std::unique_lock guard(wait_mutex_);
+    released_.wait_until(guard, stop, wake, [&] { return std::exchange(release_signal_, false); });
+  }
+
+  Lease new_lease(const detail::process_identity& self) const {
+    Lease lease;
+    const auto now = std::chrono::system_clock::now();
+    lease.owner_id = detail::new_owner_id(self.pid, now);
+    lease.pid = self.pid;
+    lease.heartbeat = now;
+    lease.host = self.host;
+    lease.boot_id = self.boot_id;
+    lease.pid_namespace = self.pid_namespace;
+    lease.start_time = self.start_time;
+    lease.stale_threshold = options_.lease_stale_threshold;
+    return lease;
+  }
+
+  // DESIGN.md "Protocol", acquire steps 1 to 4: publish; if taken, judge; if
+  // stale, reclaim under the inode's flock and publish again.
+  attempt_outcome attempt(const std::stop_token& stop) {
+    std::lock_guard guard(op_mutex_);
+    {
+      std::lock_guard state(state_mutex_);
+      if (held_ && held_->owner_process != detail::current_pid()) abandon_after_fork();
+      if (held_ && held_->active.load()) return with(attempt_result::self_held);
+      held_.reset();  // a lost lease: acquire anew
+    }
+    const auto self = detail::self_identity();
+    int retries = 0;
+    int vanished = 0;
+    for (;;) {
+      auto lease = new_lease(self);
+      const auto record = format_lease(lease);
+      auto published = detail::publish(absolute_, record, detail::to_mode(options_.file_mode),
+                                       detail::to_mode(options_.directory_mode), lease.owner_id);
+      if (!published.error) return take_ownership(std::move(published.fd), std::move(lease), record.size());
+      if (published.error != std::errc::file_exists) return failure(published.operation, published.error);
+
+      auto seen = detail::observe_file(absolute_);
+      if (seen.error == std::errc::no_such_file_or_directory) {
+        if (++vanished < max_vanished_passes) continue;
+        return with(attempt_result::retry_limit);
+      }
+      if (seen.error) return failure(seen.operation, seen.error);
+      memory_.record(seen.bytes, std::chrono::steady_clock::now());
+      auto verdict = detail::judge(seen.bytes, seen.facts, options_, &memory_, self);
+      if (verdict.status.state == LockState::held) {
+        auto held = with(attempt_result::held);
+        held.verdict = std::move(verdict);
+        return held;
+      }
+
+      const auto& judged = seen.bytes;
+      switch (remove_lock_file_if(seen.fd.get(), seen.facts.identity,
+                                  [&](const std::string& now) { return now == judged; })) {
+        case removal::removed:
+        case removal::vanished:
+          if (++vanished < max_vanished_passes) continue;
+          return with(attempt_result::retry_limit);
+        case removal::busy:
+        case removal::changed:
+          if (++retries >= options_.acquire_retry_limit) return with(attempt_result::retry_limit);
+          pause_until(std::chrono::steady_clock::now() + options_.acquire_retry_delay, stop);
+          if (stop.stop_requested()) return with(attempt_result::retry_limit);
+          continue;
+        case removal::failed:
+          return failure("remove stale lock file", removal_error_);
+      }
+    }
+  }
+
+  // The one removal primitive, for reclamation and release alike: unlink the
+  // path only if it still names the inode we opened and that inode still
+  // holds the bytes we judged. Every unlink of the path happens under the
+  // flock of the inode it names, and nobody can create the path while it
+  // exists, so the check and the unlink are one step: no contender can ever
+  // delete a fresh lock.
+  template <class BytesAreExpected>
+  removal remove_lock_file_if(int fd, detail::file_identity identity, BytesAreExpected&& expected) {
+    std::error_code ec;
+    switch (detail::try_flock(fd, ec)) {
+      case detail::flock_result::locked:
+      case detail::flock_result::unsupported:  // a same-host filter only; the checks follow
+        break;
+      case detail::flock_result::busy:
+        return removal::busy;
+      case detail::flock_result::failed:
+        removal_error_ = ec;
+        return removal::failed;
+    }
+    detail::file_facts named;
+    if (auto error = detail::stat_path(absolute_, named)) {
+      if (error == std::errc::no_such_file_or_directory) return removal::vanished;
+      removal_error_ = error;
+      return removal::failed;
+    }
+    if (named.identity != identity) return removal::changed;
+    std::string bytes;
+    if (auto error = detail::read_prefix(fd, bytes, detail::max_record_bytes)) {
+      removal_error_ = error;
+      return removal::failed;
+    }
+    if (!expected(bytes)) return removal::changed;
+    if (auto error = detail::remove_name(absolute_)) {
+      if (error == std::errc::no_such_file_or_directory) return removal::vanished;
+      removal_error_ = error;
+      return removal::failed;
+    }
+    return removal::removed;
+  }
+
+  attempt_outcome take_ownership(detail::unique_fd fd, Lease lease, std::size_t record_size) {
+    auto held = std::make_shared<detail::held_lease>();
+    detail::file_facts facts;
+    if (auto ec = detail::stat_fd(fd.get(), facts)) {
+      detail::remove_name(absolute_);  // just published, and no one may reclaim a fresh lease
+      return failure("stat lock file", ec);
+    }
+    held->fd = std::move(fd);
+    held->path = absolute_;
+    held->identity = facts.identity;
+    held->lease = std::move(lease);
+    held->record_size = record_size;
+    held->interval = options_.lease_heartbeat_interval;
+    held->stale_threshold = options_.lease_stale_threshold;
+    held->last_renewed = std::chrono::steady_clock::now();
+    held->owner_process = detail::current_pid();
+    held->on_lost = options_.on_lease_lost;
+    if (auto ec = detail::heartbeat_service::instance().add(held)) {
+      // Without renewal the lease would silently expire: undo the acquisition.
+      remove_lock_file_if(held->fd.get(), held->identity, [](const std::string&) { return true; });
+      return failure("start heartbeat thread", ec);
+    }
+    memory_.forget();
+    std::lock_guard state(state_mutex_);
+    held_ = std::move(held);
+    return with(attempt_result::acquired);
+  }
+
+  // In a forked child the parent's lease is not ours: forget it without
+  // touching the file, the parent's service, or a mutex that a parent thread
+  // may have held at fork time (so the entry is deliberately leaked).
+  void abandon_after_fork() {
+    ::close(held_->fd.get());
+    new std::shared_ptr<detail::held_lease>(std::move(held_));
+  }
+
+  const char* release_impl(std::error_code& ec) noexcept {
+    ec.clear();
+    std::shared_ptr<detail::held_lease> held;
+    {
+      std::lock_guard state(state_mutex_);
+      if (!held_) return "";
+      if (held_->owner_process != detail::current_pid()) {
+        abandon_after_fork();
+        return "";
+      }
+      held = held_;
+    }
+    // A queued on_lease_lost for this lease is dropped; a running one is
+    // awaited (it may itself call release(), which does not wait).
+    auto& service = detail::heartbeat_service::instance();
+    service.cancel_callbacks(held.get());
+    std::lock_guard guard(op_mutex_);
+    {
+      std::lock_guard state(state_mutex_);
+      if (held_ != held) return "";  // released by another thread meanwhile
+      held_.reset();
+    }
+    service.remove(held.get());
+    {
+      std::lock_guard wake(wait_mutex_);
+      release_signal_ = true;
+    }
+    released_.notify_all();
+
+    std::lock_guard lease_guard(held->mutex);  // waits out a renewal in progress
+    if (!held->active.exchange(false)) return "";  // lost earlier: the file is not ours
+    // Fenced: remove only our own inode still carrying our ownerID. A busy
+    // flock means a reclaimer is checking the file this very moment.
+    const auto ours = [&](const std::string& bytes) {
+      const auto on_disk = parse_lease(bytes);
+      return on_disk && on_disk->owner_id == held->lease.owner_id;
+    };
+    auto removed = remove_lock_file_if(held->fd.get(), held->identity, ours);
+    for (int tries = 1; removed == removal::busy && tries < options_.acquire_retry_limit; ++tries) {
+      std::this_thread::sleep_for(options_.acquire_retry_delay);
+      removed = remove_lock_file_if(held->fd.get(), held->identity, ours);
+    }
+    held->fd.reset();
+    if (removed == removal::failed) {
+      ec = removal_error_;
+      return "release lock file";
+    }
+    if (removed == removal::busy) {
+      ec = std::make_error_code(std::errc::resource_unavailable_try_again);
+      return "release lock file (flock stayed busy; the file is left to go stale)";
+    }
+    return "";
+  }
+
+  // How long a waiting lock sleeps between attempts when nothing wakes it
+  // sooner, with jitter so that waiters do not retry in lockstep.
+  static std::chrono::steady_clock::duration poll_period() {
+    thread_local std::minstd_rand jitter{std::random_device{}()};
+    return std::chrono::milliseconds(25) + std::chrono::microseconds(jitter() % 10000);
+  }
+
+  bool wait_until(std::chrono::steady_clock::time_point deadline, const std::stop_token& stop) {
+    for (;;) {
+      if (stop.stop_requested()) return false;
+      const auto o = attempt(stop);
+      if (o.kind == attempt_result::acquired) return true;
+      if (o.kind == attempt_result::failed) throw_failure(o);
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= deadline) return false;
+      auto wake = std::min(deadline, now + poll_period());
+      if (o.kind == attempt_result::held && o.verdict.stale_at > now) wake = std::min(wake, o.verdict.stale_at);
+      pause_until(wake, stop);
+    }
+  }
+
+  std::filesystem::path path_;      // as given: used in errors and path()
+  std::filesystem::path absolute_;  // used for every system call (the cwd may change)
+  Options options_;
+  mutable std::mutex op_mutex_;     // one acquire, release or inspect at a time
+  mutable std::mutex state_mutex_;  // guards held_; held() never waits for an acquire
+  std::shared_ptr<detail::held_lease> held_;
+  detail::observation_memory memory_;
+  std::error_code removal_error_;
+  std::mutex wait_mutex_;
+  std::condition_variable_any released_;
+  bool release_signal_ = false;
+};
+
+}  // namespace lockfile
+
+// ===========================================================================
+// Inspection: a lock file's state for anyone, without taking the lock.
+// ===========================================================================
+namespace lockfile {
+
+// Judges the lock file exactly as a single acquire attempt would; changes
+// nothing. Throws filesystem_error when the file cannot be read.
+inline LockStatus inspect(const std::filesystem::path& lock_file, const Options& options) {
+  auto seen = detail::observe_file(lock_file);
+  if (seen.error == std::errc::no_such_file_or_directory) return {};
+  if (seen.error) throw std::filesystem::filesystem_error(seen.operation, lock_file, seen.error);
+  return detail::judge(seen.bytes, seen.facts, options, nullptr, detail::self_identity()).status;
+}
+
+}  // namespace lockfile
+
+#endif  // LOCKFILE_LOCKFILE_HPP

@@ -211,6 +211,9 @@ namespace detail {
 inline constexpr std::size_t max_record_bytes = 64 * 1024;
 // Nesting allowed inside unknown values before a record counts as invalid.
 inline constexpr int max_json_depth = 32;
+// The largest staleThresholdNano a record may impose on others: a corrupt
+// or hostile record must not block a lock for centuries.
+inline constexpr std::chrono::nanoseconds max_record_threshold = std::chrono::hours(24);
 
 inline std::int64_t unix_nanos(std::chrono::system_clock::time_point when) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(when.time_since_epoch()).count();
@@ -220,6 +223,36 @@ inline std::chrono::system_clock::time_point from_unix_nanos(std::int64_t nanos)
   return std::chrono::system_clock::time_point(
       std::chrono::duration_cast<std::chrono::system_clock::duration>(
           std::chrono::nanoseconds(nanos)));
+}
+
+// The length of the well-formed multi-byte UTF-8 sequence at the start of
+// [at, end) (no overlongs, no surrogates, nothing above U+10FFFF), or 0.
+inline int utf8_sequence_length(const char* at, const char* end) {
+  const auto lead = static_cast<unsigned char>(*at);
+  int length = 0;
+  std::uint32_t code = 0;
+  if (lead >= 0xC2 && lead <= 0xDF) {
+    length = 2;
+    code = lead & 0x1Fu;
+  } else if (lead >= 0xE0 && lead <= 0xEF) {
+    length = 3;
+    code = lead & 0x0Fu;
+  } else if (lead >= 0xF0 && lead <= 0xF4) {
+    length = 4;
+    code = lead & 0x07u;
+  } else {
+    return 0;
+  }
+  if (end - at < length) return 0;
+  for (int i = 1; i < length; ++i) {
+    const auto next = static_cast<unsigned char>(at[i]);
+    if ((next & 0xC0) != 0x80) return 0;
+    code = (code << 6) | (next & 0x3Fu);
+  }
+  if ((length == 3 && (code < 0x800 || (code >= 0xD800 && code <= 0xDFFF))) ||
+      (length == 4 && (code < 0x10000 || code > 0x10FFFF)))
+    return 0;
+  return length;
 }
 
 // A strict JSON reader over one buffer: no allocation except for the strings
@@ -409,33 +442,9 @@ class json_reader {
     return true;
   }
 
-  // Copies one well-formed multi-byte UTF-8 sequence (no overlongs, no
-  // surrogates, nothing above U+10FFFF).
   bool copy_utf8_sequence(std::string& out) {
-    const auto lead = static_cast<unsigned char>(*at_);
-    int length = 0;
-    std::uint32_t code = 0;
-    if (lead >= 0xC2 && lead <= 0xDF) {
-      length = 2;
-      code = lead & 0x1Fu;
-    } else if (lead >= 0xE0 && lead <= 0xEF) {
-      length = 3;
-      code = lead & 0x0Fu;
-    } else if (lead >= 0xF0 && lead <= 0xF4) {
-      length = 4;
-      code = lead & 0x07u;
-    } else {
-      return false;
-    }
-    if (end_ - at_ < length) return false;
-    for (int i = 1; i < length; ++i) {
-      const auto next = static_cast<unsigned char>(at_[i]);
-      if ((next & 0xC0) != 0x80) return false;
-      code = (code << 6) | (next & 0x3Fu);
-    }
-    if ((length == 3 && (code < 0x800 || (code >= 0xD800 && code <= 0xDFFF))) ||
-        (length == 4 && (code < 0x10000 || code > 0x10FFFF)))
-      return false;
+    const int length = utf8_sequence_length(at_, end_);
+    if (length == 0) return false;
     out.append(at_, static_cast<std::size_t>(length));
     at_ += length;
     return true;
@@ -449,11 +458,24 @@ inline bool is_blank(std::string_view text) {
   return text.find_first_not_of(" \t\n\r\v\f") == std::string_view::npos;
 }
 
+// Bytes that are not UTF-8 become U+FFFD (as Go's encoding/json does), so
+// that every record we write is one we can read back.
 inline void append_json_string(std::string& out, std::string_view text) {
   static constexpr char hex[] = "0123456789abcdef";
   out.push_back('"');
-  for (const char ch : text) {
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char ch = text[i];
     const auto c = static_cast<unsigned char>(ch);
+    if (c >= 0x80) {
+      const int length = utf8_sequence_length(text.data() + i, text.data() + text.size());
+      if (length == 0) {
+        out += "\\ufffd";
+      } else {
+        out.append(text.data() + i, static_cast<std::size_t>(length));
+        i += static_cast<std::size_t>(length) - 1;
+      }
+      continue;
+    }
     switch (c) {
       case '"': out += "\\\""; break;
       case '\\': out += "\\\\"; break;
@@ -1100,7 +1122,8 @@ inline verdict judge(const std::string& bytes, const file_facts& facts, const Op
   nanoseconds threshold;
   nanoseconds age;
   if (lease) {
-    threshold = std::max<nanoseconds>(options.lease_stale_threshold, lease->stale_threshold);
+    threshold = std::max<nanoseconds>(options.lease_stale_threshold,
+                                      std::min(lease->stale_threshold, max_record_threshold));
     const bool far_future = lease->heartbeat - wall_now > threshold;
     // A heartbeat far in the future (skew, corruption) must not block forever:
     // judge by the file's modification time, which follows each renewal.
@@ -1226,6 +1249,7 @@ class heartbeat_service {
       if (!notifier_.joinable()) notifier_ = std::jthread([this](std::stop_token stop) { notify_loop(stop); });
       const auto due = steady_clock::now() + held->interval;
       leases_.push_back({std::move(held), due});
+      changed_ = true;
     } catch (const std::system_error& e) {
       return e.code();
     } catch (const std::bad_alloc&) {
@@ -1273,7 +1297,11 @@ class heartbeat_service {
         next = std::min(next, e.due);
       }
       if (due.empty()) {
-        wake_.wait_until(guard, stop, next, [&] { return std::exchange(changed_, false); });
+        const auto woken = [&] { return std::exchange(changed_, false); };
+        if (next == steady_clock::time_point::max())
+          wake_.wait(guard, stop, woken);  // nothing held: sleep until a lease is added
+        else
+          wake_.wait_until(guard, stop, next, woken);
         continue;
       }
       guard.unlock();

@@ -1,0 +1,68 @@
+// A separate program for the tests that need a real exec'd process.
+//
+//   lockfile_test_helper fds
+//       prints, one per line, "FD DEVICE:INODE" for every descriptor it has
+//       open, so a test can tell whether a lock's descriptor leaked across
+//       exec. (Not the link target: an O_TMPFILE inode keeps its anonymous
+//       name there even after it is linked.)
+//   lockfile_test_helper hold PATH STALE_MS HEARTBEAT_MS
+//       acquires PATH, prints "held PID", holds until stdin reaches end of
+//       file, releases and exits 0 (2 when the lock could not be taken).
+#include <lockfile/lockfile.hpp>
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+
+namespace {
+
+int list_descriptors() {
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) return 1;
+  const int own = ::dirfd(dir);
+  while (const dirent* entry = ::readdir(dir)) {
+    const std::string_view name = entry->d_name;
+    if (name == "." || name == ".." || std::atoi(entry->d_name) == own) continue;
+    struct stat st {};
+    if (::fstat(std::atoi(entry->d_name), &st) != 0) continue;
+    std::printf("%s %ju:%ju\n", entry->d_name, static_cast<std::uintmax_t>(st.st_dev),
+                static_cast<std::uintmax_t>(st.st_ino));
+  }
+  ::closedir(dir);
+  return 0;
+}
+
+int hold(const char* path, long stale_ms, long heartbeat_ms) {
+  lockfile::PIDLock lock(path, {.lease_heartbeat_interval = std::chrono::milliseconds(heartbeat_ms),
+                                .lease_stale_threshold = std::chrono::milliseconds(stale_ms)});
+  std::error_code ec;
+  lock.acquire(ec);
+  if (ec) {
+    std::fprintf(stderr, "lockfile_test_helper: %s\n", ec.message().c_str());
+    return 2;
+  }
+  std::printf("held %d\n", static_cast<int>(::getpid()));
+  std::fflush(stdout);
+  char buffer[64];
+  while (::read(STDIN_FILENO, buffer, sizeof buffer) > 0) {
+  }
+  lock.release(ec);
+  return ec ? 3 : 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string_view mode = argc > 1 ? argv[1] : "";
+  if (mode == "fds" && argc == 2) return list_descriptors();
+  if (mode == "hold" && argc == 5) return hold(argv[2], std::atol(argv[3]), std::atol(argv[4]));
+  std::fprintf(stderr, "usage: lockfile_test_helper fds | hold PATH STALE_MS HEARTBEAT_MS\n");
+  return 64;
+}

@@ -43,11 +43,17 @@
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <sys/syscall.h>
+#endif
 #else
 #error "lockfile needs a POSIX system (link, flock, O_NOFOLLOW)"
 #endif
@@ -644,6 +650,8 @@ namespace lockfile::detail {
 
 inline std::error_code errno_code(int value = errno) { return {value, std::system_category()}; }
 
+using steady_clock_time = std::chrono::steady_clock::time_point;
+
 // Owns one file descriptor; closes it on destruction.
 class unique_fd {
  public:
@@ -669,14 +677,29 @@ class unique_fd {
   int fd_ = -1;
 };
 
-// Every open goes through here: never follow a symbolic link at the last
-// component, never leak the descriptor into an exec'd child.
-inline int open_file(const char* path, int flags, mode_t mode = 0) {
+// Every open goes through here: never leak the descriptor into an exec'd
+// child, and never follow a symbolic link at the last component of a lock
+// file's name. (The lock's directory may be reached through one: /var/lock
+// is a link to /run/lock on many systems.)
+enum class last_component { no_follow, follow };
+
+inline int open_file(const char* path, int flags, mode_t mode = 0,
+                     last_component last = last_component::no_follow) {
+  if (last == last_component::no_follow) flags |= O_NOFOLLOW;
   int fd;
-  do fd = ::open(path, flags | O_CLOEXEC | O_NOFOLLOW, mode);
+  do fd = ::open(path, flags | O_CLOEXEC, mode);
   while (fd < 0 && errno == EINTR);
   return fd;
 }
+
+// For the files we create: every renewal reads our own file after writing
+// it, and under relatime each such read would also write the inode's atime.
+// (Permitted to the file's owner, which the creator is.)
+#if defined(O_NOATIME)
+inline constexpr int no_atime = O_NOATIME;
+#else
+inline constexpr int no_atime = 0;
+#endif
 
 inline mode_t to_mode(std::filesystem::perms perms) {
   return static_cast<mode_t>(perms & std::filesystem::perms::mask);
@@ -728,20 +751,26 @@ inline std::error_code stat_path(const std::filesystem::path& path, file_facts& 
 }
 
 // Reads from offset 0 up to limit + 1 bytes, so that "larger than limit" is
-// known without reading a large file whole.
+// known without reading a large file whole. The buffer starts small and
+// grows: a lease record is a few hundred bytes, and zero-filling 64 KiB on
+// every renewal would cost more than the read. A short read of a regular
+// file means its end.
 inline std::error_code read_prefix(int fd, std::string& out, std::size_t limit) {
-  out.resize(limit + 1);
+  const std::size_t cap = limit + 1;
+  out.resize(std::min<std::size_t>(cap, 1024));
   std::size_t got = 0;
-  while (got < out.size()) {
-    const ssize_t n = ::pread(fd, out.data() + got, out.size() - got, static_cast<off_t>(got));
+  for (;;) {
+    const std::size_t want = out.size() - got;
+    const ssize_t n = ::pread(fd, out.data() + got, want, static_cast<off_t>(got));
     if (n < 0) {
       if (errno == EINTR) continue;
       const auto ec = errno_code();
       out.clear();
       return ec;
     }
-    if (n == 0) break;
     got += static_cast<std::size_t>(n);
+    if (static_cast<std::size_t>(n) < want || got == cap) break;
+    out.resize(std::min(cap, out.size() * 4));
   }
   out.resize(got);
   return {};
@@ -788,6 +817,18 @@ inline std::error_code remove_name(const std::filesystem::path& path) {
   return ::unlink(path.c_str()) == 0 ? std::error_code{} : errno_code();
 }
 
+// Unlinks path if it still names fd's inode, checked under fd's flock (the
+// lock's removal rule) — for undoing our own just-created file. Busy or
+// changed: left alone, to go stale.
+inline void unlink_if_names(int fd, const std::filesystem::path& path) {
+  std::error_code ec;
+  const auto locked = try_flock(fd, ec);
+  if (locked == flock_result::busy || locked == flock_result::failed) return;
+  file_facts mine, named;
+  if (!stat_fd(fd, mine) && !stat_path(path, named) && mine.identity == named.identity) remove_name(path);
+  if (locked == flock_result::locked) unlock_flock(fd);
+}
+
 // mkdir -p: every missing level is created with mode (the umask applies).
 inline std::error_code make_directories(const std::filesystem::path& dir, mode_t mode) {
   if (dir.empty()) return {};
@@ -806,6 +847,7 @@ struct publication {
   unique_fd fd;           // the lock file, open read-write, when published
   std::error_code error;  // EEXIST when someone else's file is in the way
   const char* operation = "create lock file";
+  std::filesystem::path subject;  // the directory, when creating it failed
 };
 
 // Writes bytes into a file nobody can see yet and links it to path in one
@@ -823,7 +865,7 @@ inline publication publish_new_file(const std::filesystem::path& path, std::stri
 
 #if defined(O_TMPFILE)
   // Linux: an anonymous inode, linked to its name only once complete.
-  unique_fd anonymous(open_file(dir.c_str(), O_TMPFILE | O_RDWR, mode));
+  unique_fd anonymous(open_file(dir.c_str(), O_TMPFILE | O_RDWR | no_atime, mode, last_component::follow));
   if (anonymous) {
     if (auto ec = write_at(anonymous.get(), bytes, 0)) return fail("write lock file", ec);
     const std::string proc_name = "/proc/self/fd/" + std::to_string(anonymous.get());
@@ -843,8 +885,11 @@ inline publication publish_new_file(const std::filesystem::path& path, std::stri
 #endif
 
   // Portable: a private named file, linked into place, then unnamed again.
-  auto private_name = dir / ("." + path.filename().string() + "." + std::string(private_suffix) + ".tmp");
-  unique_fd named(open_file(private_name.c_str(), O_RDWR | O_CREAT | O_EXCL, mode));
+  // (Appended piecewise: GCC 12 warns falsely on "." + std::string at -O2.)
+  std::string private_leaf(1, '.');
+  private_leaf.append(path.filename().native()).append(1, '.').append(private_suffix).append(".tmp");
+  const auto private_name = dir / private_leaf;
+  unique_fd named(open_file(private_name.c_str(), O_RDWR | O_CREAT | O_EXCL | no_atime, mode));
   if (!named) return fail("create lock file", errno_code());
   if (auto ec = write_at(named.get(), bytes, 0)) {
     remove_name(private_name);
@@ -863,10 +908,10 @@ inline publication publish_new_file(const std::filesystem::path& path, std::stri
 
   // No hard links here (some FUSE and SMB mounts): create in place. Readers
   // may see the file empty for a moment; the invalid-file rule covers that.
-  unique_fd direct(open_file(path.c_str(), O_RDWR | O_CREAT | O_EXCL, mode));
+  unique_fd direct(open_file(path.c_str(), O_RDWR | O_CREAT | O_EXCL | no_atime, mode));
   if (!direct) return fail("create lock file", errno_code());
   if (auto ec = write_at(direct.get(), bytes, 0)) {
-    remove_name(path);  // nobody may remove a file younger than the invalid threshold
+    unlink_if_names(direct.get(), path);
     return fail("write lock file", ec);
   }
   out.fd = std::move(direct);
@@ -883,6 +928,7 @@ inline publication publish(const std::filesystem::path& path, std::string_view b
   if (auto ec = make_directories(path.parent_path(), directory_mode)) {
     result.error = ec;
     result.operation = "create lock directory";
+    result.subject = path.parent_path();
     return result;
   }
   return publish_new_file(path, bytes, file_mode, private_suffix);
@@ -1003,9 +1049,24 @@ enum class liveness { alive, dead };
 // Is the process that wrote a record with our boot id and PID namespace still
 // running? Dead only on proof: /proc/PID gone (confirmed by kill), a zombie,
 // or a different start time (the pid was reused). Anything unclear: alive.
+// The number of live threads of a process (/proc/PID/status), 0 if unknown.
+inline int thread_count(int pid) {
+  const std::string path = "/proc/" + std::to_string(pid) + "/status";
+  const auto text = read_small_file(path.c_str());
+  const auto at = text.find("\nThreads:");
+  if (at == std::string::npos) return 0;
+  const auto begin = text.find_first_not_of(" \t", at + 9);
+  int count = 0;
+  if (begin != std::string::npos) std::from_chars(text.data() + begin, text.data() + text.size(), count);
+  return count;
+}
+
 inline liveness probe_process(int pid, std::uint64_t start_time) {
   if (const auto stat = read_proc_stat(pid)) {
-    if (stat->state == 'Z' || stat->state == 'X') return liveness::dead;
+    // A zombie leader whose other threads still run (the main thread called
+    // pthread_exit) is alive: only a process with no live thread is dead.
+    if (stat->state == 'X') return liveness::dead;
+    if (stat->state == 'Z' && thread_count(pid) <= 1) return liveness::dead;
     if (start_time != 0 && stat->start_time != start_time) return liveness::dead;
     return liveness::alive;
   }
@@ -1028,21 +1089,185 @@ struct process_identity {
 };
 
 inline process_identity self_identity() {
-  static std::mutex mutex;
-  static process_identity cached;
+  // No lock: a mutex held by another thread at fork() would stay locked in
+  // the child. Host facts never change; pid and start time are per process
+  // and cached per thread, checked against getpid() on every call.
+  struct host_facts {
+    std::string host = host_name();
+    std::string boot = boot_id();
+    std::uint64_t pid_space = pid_namespace();
+  };
+  static const host_facts host;
+  thread_local process_identity cached;
   const int pid = current_pid();
-  std::lock_guard guard(mutex);
   if (cached.pid != pid) {
-    if (cached.pid == 0) {
-      cached.host = host_name();
-      cached.boot_id = boot_id();
-      cached.pid_namespace = pid_namespace();
-    }
     const auto stat = read_proc_stat(pid);
     cached.start_time = stat ? stat->start_time : 0;
+    cached.host = host.host;
+    cached.boot_id = host.boot;
+    cached.pid_namespace = host.pid_space;
     cached.pid = pid;
   }
   return cached;
+}
+
+// Blocks every signal in the calling thread for its lifetime; threads
+// started meanwhile inherit the full mask, so the library's threads never
+// take a signal the application meant for itself (a SIGTERM it reads from a
+// signalfd, say).
+class signals_blocked {
+ public:
+  signals_blocked() {
+    sigset_t all;
+    sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &previous_);
+  }
+  ~signals_blocked() { ::pthread_sigmask(SIG_SETMASK, &previous_, nullptr); }
+  signals_blocked(const signals_blocked&) = delete;
+  signals_blocked& operator=(const signals_blocked&) = delete;
+
+ private:
+  sigset_t previous_;
+};
+
+// What a waiting lock sleeps on between attempts: a change to the lock
+// file's directory entry (Linux: inotify on the parent directory, filtered
+// to the lock's name), the exit of a holder (Linux: a pidfd), or a wake-up
+// from this process (a stop request, a release by another thread). Its
+// descriptors live as long as the lock: closing an inotify instance costs
+// milliseconds (an RCU grace period), so a lock() must not make one per call.
+class wait_channel {
+ public:
+  explicit wait_channel(const std::filesystem::path& lock_file)
+      : directory_(lock_file.parent_path()), name_(lock_file.filename().string()) {
+#if defined(__linux__)
+    wake_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    inotify_.reset(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+#else
+    int fds[2];
+    if (::pipe(fds) == 0) {  // no pipe2 everywhere; the CLOEXEC window is brief
+      for (const int fd : fds) {
+        ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+        ::fcntl(fd, F_SETFL, O_NONBLOCK);
+      }
+      wake_read_.reset(fds[0]);
+      wake_.reset(fds[1]);
+    }
+#endif
+  }
+
+  // Watches the lock file's directory; without it (no inotify, or the watch
+  // failed) waiting falls back to its poll period.
+  // (A new holder's link raises no wake-up: waiters wake to free names.)
+  void watch() {
+#if defined(__linux__)
+    if (!inotify_) return;
+    watching_ = ::inotify_add_watch(inotify_.get(), directory_.c_str(),
+                                    IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF |
+                                        IN_MOVE_SELF | IN_ONLYDIR) >= 0;
+#endif
+  }
+
+  // Wakes a thread sleeping in wait_until (safe from any thread).
+  void notify() {
+    if (!wake_) return;
+#if defined(__linux__)
+    const std::uint64_t one = 1;
+    (void)!::write(wake_.get(), &one, sizeof one);
+#else
+    const char one = 1;
+    (void)!::write(wake_.get(), &one, 1);
+#endif
+  }
+
+  // Forgets wake-ups and directory events seen so far: whatever they
+  // announced, the next attempt sees for itself.
+  void drain() {
+    char buffer[4096];
+    const int wake_read = wake_read_ ? wake_read_.get() : wake_.get();
+    if (wake_read >= 0)
+      while (::read(wake_read, buffer, sizeof buffer) > 0) {
+      }
+    if (inotify_)
+      while (::read(inotify_.get(), buffer, sizeof buffer) > 0) {
+      }
+  }
+
+  // Sleeps until the deadline, a wake-up, a directory event naming the lock
+  // file, or (when holder_fd >= 0) the holder's exit.
+  void wait_until(steady_clock_time deadline, int holder_fd) {
+    for (;;) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= deadline) return;
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
+      const int timeout = static_cast<int>(std::min<long long>(left, INT_MAX));
+      pollfd fds[3];
+      nfds_t count = 0;
+      const int wake_read = wake_read_ ? wake_read_.get() : wake_.get();
+      if (wake_read >= 0) fds[count++] = {wake_read, POLLIN, 0};
+      if (watching_) fds[count++] = {inotify_.get(), POLLIN, 0};
+      if (holder_fd >= 0) fds[count++] = {holder_fd, POLLIN, 0};
+      const int ready = ::poll(fds, count, timeout);
+      if (ready < 0 && errno != EINTR) return;
+      if (ready <= 0) continue;
+      for (nfds_t i = 0; i < count; ++i) {
+        if (fds[i].revents == 0) continue;
+        if (fds[i].fd != inotify_.get()) return;  // woken, or the holder exited
+        if (names_lock_file()) return;
+      }
+    }
+  }
+
+ private:
+  // Reads pending inotify events; true when one concerns the lock file (or
+  // the directory itself went away, which ends the watch).
+  bool names_lock_file() {
+#if defined(__linux__)
+    alignas(inotify_event) char buffer[4096];
+    bool relevant = false;
+    ssize_t n;
+    while ((n = ::read(inotify_.get(), buffer, sizeof buffer)) > 0) {
+      for (char* at = buffer; at < buffer + n;) {
+        const auto* event = reinterpret_cast<const inotify_event*>(at);
+        if (event->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_Q_OVERFLOW)) {
+          relevant = true;
+          if (event->mask & IN_IGNORED) watching_ = false;
+        } else if (event->len > 0 && name_ == event->name) {
+          relevant = true;
+        }
+        at += sizeof(inotify_event) + event->len;
+      }
+    }
+    return relevant;
+#else
+    return true;
+#endif
+  }
+
+  const std::filesystem::path directory_;
+  const std::string name_;
+  unique_fd wake_;       // eventfd (Linux) or the write end of a pipe
+  unique_fd wake_read_;  // the read end of that pipe (not Linux)
+  unique_fd inotify_;
+  std::atomic<bool> watching_{false};
+};
+
+// A descriptor that becomes readable when the process with this pid exits
+// (Linux pidfd), checked against its start time after opening so that a
+// reused pid is not mistaken for the holder. -1 when unavailable, or when
+// the pid no longer names the holder (the next attempt will see it dead).
+inline unique_fd open_holder_exit_fd(int pid, std::uint64_t start_time) {
+#if defined(__linux__) && defined(SYS_pidfd_open)
+  unique_fd fd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));  // always close-on-exec
+  if (!fd) return fd;
+  const auto stat = read_proc_stat(pid);
+  if (!stat || (start_time != 0 && stat->start_time != start_time)) return unique_fd{};
+  return fd;
+#else
+  (void)pid;
+  (void)start_time;
+  return unique_fd{};
+#endif
 }
 
 // Unique across processes, hosts and calls: pid, wall time, a counter and
@@ -1100,10 +1325,14 @@ inline std::chrono::nanoseconds age_since(system_clock::time_point now,
                   std::chrono::duration_cast<std::chrono::nanoseconds>(now - then));
 }
 
+// A record from our own boot and PID namespace names a pid we can probe.
+inline bool same_pid_space(const Lease& lease, const process_identity& self) {
+  return !lease.boot_id.empty() && lease.boot_id == self.boot_id && lease.pid_namespace != 0 &&
+         lease.pid_namespace == self.pid_namespace;
+}
+
 inline bool owner_is_dead(const Lease& lease, const process_identity& self, const Options& options) {
-  const bool same_pid_space = !lease.boot_id.empty() && lease.boot_id == self.boot_id &&
-                              lease.pid_namespace != 0 && lease.pid_namespace == self.pid_namespace;
-  if (!same_pid_space) return false;
+  if (!same_pid_space(lease, self)) return false;
   if (options.process_appears_alive) return !options.process_appears_alive(lease.pid);
   return probe_process(lease.pid, lease.start_time) == liveness::dead;
 }
@@ -1172,54 +1401,82 @@ struct held_lease {
   std::filesystem::path path;  // absolute
   file_identity identity;
   Lease lease;                 // as last written
-  std::size_t record_size = 0;
+  std::string record;          // the bytes last written
+  std::size_t heartbeat_at = 0;     // offset of lastHeartbeatUnixNano's digits in record
+  std::size_t heartbeat_digits = 0; // how many there are
+  std::string scratch;         // read buffer, kept to spare an allocation per renewal
   std::chrono::milliseconds interval{};
   std::chrono::milliseconds stale_threshold{};
   steady_clock::time_point last_renewed;
   int owner_process = 0;         // a forked child owns nothing
+
+  void set_record(std::string bytes) {
+    record = std::move(bytes);
+    static constexpr std::string_view key = "\"lastHeartbeatUnixNano\":";
+    const auto found = record.find(key);
+    heartbeat_at = found == std::string::npos ? 0 : found + key.size();
+    heartbeat_digits = 0;
+    while (found != std::string::npos && heartbeat_at + heartbeat_digits < record.size() &&
+           record[heartbeat_at + heartbeat_digits] >= '0' && record[heartbeat_at + heartbeat_digits] <= '9')
+      ++heartbeat_digits;
+  }
   std::atomic<bool> active{true};  // false once released or lost
   std::function<void()> on_lost;
+  bool callback_cancelled = false;  // guarded by the service's notify mutex
+  bool recheck_soon = false;        // renewal thread only: the path looked gone or replaced once
 };
 
 enum class renewal { renewed, failed, lost };
 
 // Rewrites the record in place with a new heartbeat, after checking that the
-// path still names our inode and still carries our ownerID. The flock makes
-// the check and the write one step against a reclaimer's check and unlink.
+// path still names our inode and that it still carries our ownerID: three
+// system calls (lstat, pread, pwrite).
+//
+// Renewal takes no flock. A reclaimer can only have judged this lease stale
+// after it went unrenewed for the whole threshold; if the renewal lands
+// between that reclaimer's check and its unlink, it writes into an inode that
+// is about to be unnamed, and the next renewal finds the path gone. Holding
+// the flock here would not shorten that window (held() stays true until the
+// next tick either way), and would cost two system calls per heartbeat.
 inline renewal renew(held_lease& held) {
   std::lock_guard guard(held.mutex);
   if (!held.active.load()) return renewal::renewed;  // released meanwhile: nothing to do
-  std::error_code ec;
-  const auto locked = try_flock(held.fd.get(), ec);
-  if (locked == flock_result::busy || locked == flock_result::failed) return renewal::failed;
-  struct unlocker {
-    int fd;
-    bool locked;
-    ~unlocker() {
-      if (locked) unlock_flock(fd);
-    }
-  } unlock_at_exit{held.fd.get(), locked == flock_result::locked};
-
-  file_facts mine, named;
-  if (stat_fd(held.fd.get(), mine)) return renewal::failed;
-  if (mine.links == 0) return renewal::lost;
-  if (const auto error = stat_path(held.path, named)) {
-    return error == std::errc::no_such_file_or_directory ? renewal::lost : renewal::failed;
-  }
-  if (named.identity != held.identity) return renewal::lost;
-  std::string bytes;
-  if (read_prefix(held.fd.get(), bytes, max_record_bytes)) return renewal::failed;
-  const auto on_disk = parse_lease(bytes);
-  if (!on_disk || on_disk->owner_id != held.lease.owner_id) return renewal::lost;
-
-  Lease next = held.lease;
-  next.heartbeat = system_clock::now();
-  const std::string record = format_lease(next);
-  if (write_at(held.fd.get(), record, 0)) return renewal::failed;
-  if (record.size() < held.record_size && truncate_to(held.fd.get(), record.size()))
+  file_facts named;
+  const auto error = stat_path(held.path, named);
+  if (error && error != std::errc::no_such_file_or_directory) return renewal::failed;
+  if (error || named.identity != held.identity) {
+    // Gone or replaced. Look once more a moment later before declaring the
+    // loss: a network file system may answer wrongly for an instant.
+    if (held.recheck_soon) return renewal::lost;
+    held.recheck_soon = true;
     return renewal::failed;
-  held.lease = std::move(next);
-  held.record_size = record.size();
+  }
+  held.recheck_soon = false;
+  std::string& bytes = held.scratch;
+  if (read_prefix(held.fd.get(), bytes, max_record_bytes)) return renewal::failed;
+  if (bytes != held.record) {  // rewritten by someone: still ours only if it names us
+    const auto on_disk = parse_lease(bytes);
+    if (!on_disk || on_disk->owner_id != held.lease.owner_id) return renewal::lost;
+  }
+
+  const auto now = system_clock::now();
+  char digits[24];
+  const auto end = std::to_chars(digits, digits + sizeof digits, unix_nanos(now)).ptr;
+  const auto length = static_cast<std::size_t>(end - digits);
+  if (bytes == held.record && length == held.heartbeat_digits) {
+    // The usual case: only the heartbeat's digits change.
+    if (write_at(held.fd.get(), std::string_view(digits, length), static_cast<off_t>(held.heartbeat_at)))
+      return renewal::failed;
+    held.record.replace(held.heartbeat_at, length, digits, length);
+  } else {
+    Lease next = held.lease;
+    next.heartbeat = now;
+    std::string record = format_lease(next);
+    if (write_at(held.fd.get(), record, 0)) return renewal::failed;
+    if (record.size() < bytes.size() && truncate_to(held.fd.get(), record.size())) return renewal::failed;
+    held.set_record(std::move(record));
+  }
+  held.lease.heartbeat = now;
   held.last_renewed = steady_clock::now();
   return renewal::renewed;
 }
@@ -1245,8 +1502,11 @@ class heartbeat_service {
   std::error_code add(std::shared_ptr<held_lease> held) {
     std::lock_guard guard(mutex_);
     try {
-      if (!renewer_.joinable()) renewer_ = std::jthread([this](std::stop_token stop) { renew_loop(stop); });
-      if (!notifier_.joinable()) notifier_ = std::jthread([this](std::stop_token stop) { notify_loop(stop); });
+      if (!renewer_.joinable() || !notifier_.joinable()) {
+        const signals_blocked for_our_threads;
+        if (!renewer_.joinable()) renewer_ = std::jthread([this](std::stop_token stop) { renew_loop(stop); });
+        if (!notifier_.joinable()) notifier_ = std::jthread([this](std::stop_token stop) { notify_loop(stop); });
+      }
       const auto due = steady_clock::now() + held->interval;
       leases_.push_back({std::move(held), due});
       changed_ = true;
@@ -1266,8 +1526,9 @@ class heartbeat_service {
 
   // Drops a queued callback for held, and waits for a running one to return
   // (unless called from that callback itself).
-  void cancel_callbacks(const held_lease* held) {
+  void cancel_callbacks(held_lease* held) {
     std::unique_lock guard(notify_mutex_);
+    held->callback_cancelled = true;  // a loss declared from now on queues nothing
     std::erase_if(pending_, [&](const auto& p) { return p.get() == held; });
     callback_done_.wait(guard, [&] {
       return running_ != held || std::this_thread::get_id() == notifier_id_;
@@ -1283,13 +1544,17 @@ class heartbeat_service {
   explicit heartbeat_service(int pid) : pid_(pid) {}
 
   void renew_loop(std::stop_token stop) {
+    std::vector<std::shared_ptr<held_lease>> due;
     std::unique_lock guard(mutex_);
     while (!stop.stop_requested()) {
       const auto now = steady_clock::now();
       auto next = steady_clock::time_point::max();
-      std::vector<std::shared_ptr<held_lease>> due;
+      due.clear();
       for (auto& e : leases_) {
-        if (e.due <= now) {
+        // Leases due within an eighth of their interval are renewed with
+        // this batch: a little early is harmless, and 1,000 locks then cost
+        // a few wake-ups per interval instead of 1,000.
+        if (e.due <= now + e.lease->interval / 8) {
           due.push_back(e.lease);
           e.due += e.lease->interval;
           if (e.due <= now) e.due = now + e.lease->interval;  // woke late (paused, suspended)
@@ -1309,8 +1574,10 @@ class heartbeat_service {
         if (renew_one(*held) == renewal::lost) declare_lost(held);
       }
       guard.lock();
-      for (const auto& held : due)
-        if (!held->active.load()) std::erase_if(leases_, [&](const entry& e) { return e.lease == held; });
+      const auto after = steady_clock::now();
+      std::erase_if(leases_, [](const entry& e) { return !e.lease->active.load(); });
+      for (auto& e : leases_)
+        if (e.lease->recheck_soon) e.due = after + std::max(e.lease->interval / 16, std::chrono::milliseconds(1));
     }
   }
 
@@ -1334,6 +1601,7 @@ class heartbeat_service {
     }
     if (!held->on_lost) return;
     std::lock_guard guard(notify_mutex_);
+    if (held->callback_cancelled) return;  // released or destroyed meanwhile
     pending_.push_back(held);
     notify_.notify_all();
   }
@@ -1386,7 +1654,9 @@ class PIDLock {
   explicit PIDLock(std::filesystem::path lock_file, Options options = {})
       : path_(std::move(lock_file)), options_(std::move(options)) {
     detail::validate(path_, options_);
-    absolute_ = std::filesystem::absolute(path_).lexically_normal();
+    // Absolute, so that a chdir() does not move the lock; not normalized,
+    // since "link/../x" means what the kernel makes of it.
+    absolute_ = std::filesystem::absolute(path_);
     if (!options_.held_error) options_.held_error = make_error_code(errc::lock_held);
   }
 
@@ -1415,8 +1685,8 @@ class PIDLock {
     try {
       const auto outcome = attempt(std::stop_token{});
       if (outcome.kind != attempt_result::acquired) ec = error_of(outcome);
-    } catch (const std::bad_alloc&) {
-      ec = std::make_error_code(std::errc::not_enough_memory);
+    } catch (...) {
+      ec = code_of_current_exception();
     }
   }
 
@@ -1428,7 +1698,13 @@ class PIDLock {
     if (ec) throw std::filesystem::filesystem_error(operation, path_, ec);
   }
 
-  void release(std::error_code& ec) noexcept { release_impl(ec); }
+  void release(std::error_code& ec) noexcept {
+    try {
+      release_impl(ec);
+    } catch (...) {
+      ec = code_of_current_exception();
+    }
+  }
 
   bool held() const noexcept {
     std::lock_guard guard(state_mutex_);
@@ -1450,7 +1726,7 @@ class PIDLock {
 
   template <class Rep, class Period>
   bool try_lock_for(const std::chrono::duration<Rep, Period>& timeout) {
-    return try_lock_until(std::chrono::steady_clock::now() + timeout);
+    return wait_until(steady_deadline_after(std::chrono::duration<double>(timeout)), std::stop_token{});
   }
 
   template <class Clock, class Duration>
@@ -1458,7 +1734,13 @@ class PIDLock {
     return try_lock_until(deadline, std::stop_token{});
   }
 
-  void unlock() { release(); }
+  // Never throws (the standard lock types call it from destructors): a
+  // release that fails leaves the file to go stale. Call release() to see
+  // the error.
+  void unlock() noexcept {
+    std::error_code ignored;
+    release(ignored);
+  }
 
   // Cancellable waits: false as soon as stop is requested.
   bool lock(std::stop_token stop) { return wait_until(forever(), stop); }
@@ -1466,12 +1748,11 @@ class PIDLock {
   template <class Clock, class Duration>
   bool try_lock_until(const std::chrono::time_point<Clock, Duration>& deadline, std::stop_token stop) {
     // Converted once to steady time, so that setting the wall clock does not
-    // stretch or cut a wait.
-    const auto remaining = deadline - Clock::now();
-    if (remaining > std::chrono::hours(24 * 365 * 100)) return wait_until(forever(), stop);
-    return wait_until(std::chrono::steady_clock::now() +
-                          std::chrono::ceil<std::chrono::steady_clock::duration>(remaining),
-                      stop);
+    // stretch or cut a wait; in floating point, so that time_point::max()
+    // and min() cannot overflow.
+    using seconds = std::chrono::duration<double>;
+    const auto remaining = seconds(deadline.time_since_epoch()) - seconds(Clock::now().time_since_epoch());
+    return wait_until(steady_deadline_after(remaining), stop);
   }
 
   // The lock file's state, judged as an acquire attempt by this lock would
@@ -1491,6 +1772,7 @@ class PIDLock {
     attempt_result kind = attempt_result::failed;
     std::error_code error;        // when failed
     const char* operation = "";   // when failed
+    std::filesystem::path subject;  // when failed on another path than the lock file's
     detail::verdict verdict;      // when held
   };
 
@@ -1502,6 +1784,29 @@ class PIDLock {
 
   static std::chrono::steady_clock::time_point forever() {
     return std::chrono::steady_clock::time_point::max();
+  }
+
+  // now + timeout, saturating: a timeout of a century or more never ends,
+  // and a negative one allows a single attempt.
+  static std::chrono::steady_clock::time_point steady_deadline_after(std::chrono::duration<double> timeout) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!(timeout > std::chrono::duration<double>::zero())) return now;
+    if (timeout > std::chrono::hours(24 * 365 * 100)) return forever();
+    return now + std::chrono::ceil<std::chrono::steady_clock::duration>(timeout);
+  }
+
+  // For the noexcept members: what an exception escaping the internals (a
+  // throwing process_appears_alive, std::random_device, an allocation) means.
+  static std::error_code code_of_current_exception() noexcept {
+    try {
+      throw;
+    } catch (const std::system_error& e) {
+      return e.code();
+    } catch (const std::bad_alloc&) {
+      return std::make_error_code(std::errc::not_enough_memory);
+    } catch (...) {
+      return std::make_error_code(std::errc::state_not_recoverable);
+    }
   }
 
   static attempt_outcome with(attempt_result kind) {
@@ -1540,6 +1845,7 @@ class PIDLock {
       case attempt_result::acquired:
       case attempt_result::failed: break;
     }
+    if (!o.subject.empty()) throw std::filesystem::filesystem_error(o.operation, path_, o.subject, o.error);
     throw std::filesystem::filesystem_error(o.operation, path_, o.error);
   }
 
@@ -1548,11 +1854,12 @@ class PIDLock {
     return held_ != nullptr;
   }
 
-  // Sleeps until wake, or until stop is requested, or until this object is
-  // released by another thread.
-  void pause_until(std::chrono::steady_clock::time_point wake, const std::stop_token& stop) {
-    std::unique_lock guard(wait_mutex_);
-    released_.wait_until(guard, stop, wake, [&] { return std::exchange(release_signal_, false); });
+  // The waiting calls' channel, made on first use and kept for the life of
+  // the lock.
+  detail::wait_channel& channel() {
+    std::lock_guard state(state_mutex_);
+    if (!channel_) channel_ = std::make_unique<detail::wait_channel>(absolute_);
+    return *channel_;
   }
 
   Lease new_lease(const detail::process_identity& self) const {
@@ -1571,7 +1878,9 @@ class PIDLock {
 
   // DESIGN.md "Protocol", acquire steps 1 to 4: publish; if taken, judge; if
   // stale, reclaim under the inode's flock and publish again.
-  attempt_outcome attempt(const std::stop_token& stop) {
+  // Waiting callers pass their channel, so that a stop request cuts the
+  // pause between reclamation retries short.
+  attempt_outcome attempt(const std::stop_token& stop, detail::wait_channel* waiting = nullptr) {
     std::lock_guard guard(op_mutex_);
     {
       std::lock_guard state(state_mutex_);
@@ -1587,8 +1896,12 @@ class PIDLock {
       const auto record = format_lease(lease);
       auto published = detail::publish(absolute_, record, detail::to_mode(options_.file_mode),
                                        detail::to_mode(options_.directory_mode), lease.owner_id);
-      if (!published.error) return take_ownership(std::move(published.fd), std::move(lease), record.size());
-      if (published.error != std::errc::file_exists) return failure(published.operation, published.error);
+      if (!published.error) return take_ownership(std::move(published.fd), std::move(lease), record);
+      if (published.error != std::errc::file_exists) {
+        auto failed = failure(published.operation, published.error);
+        failed.subject = std::move(published.subject);
+        return failed;
+      }
 
       auto seen = detail::observe_file(absolute_);
       if (seen.error == std::errc::no_such_file_or_directory) {
@@ -1614,7 +1927,10 @@ class PIDLock {
         case removal::busy:
         case removal::changed:
           if (++retries >= options_.acquire_retry_limit) return with(attempt_result::retry_limit);
-          pause_until(std::chrono::steady_clock::now() + options_.acquire_retry_delay, stop);
+          if (waiting)
+            waiting->wait_until(std::chrono::steady_clock::now() + options_.acquire_retry_delay, -1);
+          else
+            std::this_thread::sleep_for(options_.acquire_retry_delay);
           if (stop.stop_requested()) return with(attempt_result::retry_limit);
           continue;
         case removal::failed:
@@ -1629,10 +1945,22 @@ class PIDLock {
   // flock of the inode it names, and nobody can create the path while it
   // exists, so the check and the unlink are one step: no contender can ever
   // delete a fresh lock.
+  //
+  // The flock is dropped explicitly on the way out, not left to close():
+  // a fork() by another thread meanwhile would share the descriptor, and
+  // the child would hold the flock for its whole life.
   template <class BytesAreExpected>
   removal remove_lock_file_if(int fd, detail::file_identity identity, BytesAreExpected&& expected) {
     std::error_code ec;
-    switch (detail::try_flock(fd, ec)) {
+    const auto locked = detail::try_flock(fd, ec);
+    struct unlock_on_exit {
+      int fd;
+      bool locked;
+      ~unlock_on_exit() {
+        if (locked) detail::unlock_flock(fd);
+      }
+    } flock_guard{fd, locked == detail::flock_result::locked};
+    switch (locked) {
       case detail::flock_result::locked:
       case detail::flock_result::unsupported:  // a same-host filter only; the checks follow
         break;
@@ -1663,18 +1991,20 @@ class PIDLock {
     return removal::removed;
   }
 
-  attempt_outcome take_ownership(detail::unique_fd fd, Lease lease, std::size_t record_size) {
+  attempt_outcome take_ownership(detail::unique_fd fd, Lease lease, std::string record) {
     auto held = std::make_shared<detail::held_lease>();
     detail::file_facts facts;
     if (auto ec = detail::stat_fd(fd.get(), facts)) {
-      detail::remove_name(absolute_);  // just published, and no one may reclaim a fresh lease
+      // Without its identity we cannot fence; but we published it an instant
+      // ago, and no contender may reclaim a lease this fresh.
+      detail::remove_name(absolute_);
       return failure("stat lock file", ec);
     }
     held->fd = std::move(fd);
     held->path = absolute_;
     held->identity = facts.identity;
     held->lease = std::move(lease);
-    held->record_size = record_size;
+    held->set_record(std::move(record));
     held->interval = options_.lease_heartbeat_interval;
     held->stale_threshold = options_.lease_stale_threshold;
     held->last_renewed = std::chrono::steady_clock::now();
@@ -1720,16 +2050,16 @@ class PIDLock {
       std::lock_guard state(state_mutex_);
       if (held_ != held) return "";  // released by another thread meanwhile
       held_.reset();
+      if (channel_) channel_->notify();  // another thread of ours may wait for this object
     }
     service.remove(held.get());
-    {
-      std::lock_guard wake(wait_mutex_);
-      release_signal_ = true;
-    }
-    released_.notify_all();
 
-    std::lock_guard lease_guard(held->mutex);  // waits out a renewal in progress
-    if (!held->active.exchange(false)) return "";  // lost earlier: the file is not ours
+    {
+      std::lock_guard lease_guard(held->mutex);      // waits out a renewal in progress
+      if (!held->active.exchange(false)) return "";  // lost earlier: the file is not ours
+    }
+    // Inactive now: the renewal thread leaves this lease (and its descriptor)
+    // alone, so the retries below hold no lock another lease's renewal needs.
     // Fenced: remove only our own inode still carrying our ownerID. A busy
     // flock means a reclaimer is checking the file this very moment.
     const auto ours = [&](const std::string& bytes) {
@@ -1754,23 +2084,40 @@ class PIDLock {
   }
 
   // How long a waiting lock sleeps between attempts when nothing wakes it
-  // sooner, with jitter so that waiters do not retry in lockstep.
+  // sooner (a remote host's release raises no local event), with jitter so
+  // that waiters do not retry in lockstep.
   static std::chrono::steady_clock::duration poll_period() {
     thread_local std::minstd_rand jitter{std::random_device{}()};
-    return std::chrono::milliseconds(25) + std::chrono::microseconds(jitter() % 10000);
+    return std::chrono::milliseconds(50) + std::chrono::microseconds(jitter() % 25000);
   }
 
+  // DESIGN.md "Waiting": attempt, then sleep until the earliest of the
+  // deadline, the moment the observed file turns stale, a change to its
+  // directory entry, the holder's exit, and the poll period.
   bool wait_until(std::chrono::steady_clock::time_point deadline, const std::stop_token& stop) {
+    auto& events = channel();
+    events.watch();  // before the first attempt, so no release in between is missed
+    std::stop_callback wake_on_stop(stop, [&events] { events.notify(); });
+    const auto self = detail::self_identity();
     for (;;) {
       if (stop.stop_requested()) return false;
-      const auto o = attempt(stop);
+      events.drain();
+      const auto o = attempt(stop, &events);
       if (o.kind == attempt_result::acquired) return true;
       if (o.kind == attempt_result::failed) throw_failure(o);
       const auto now = std::chrono::steady_clock::now();
       if (now >= deadline) return false;
       auto wake = std::min(deadline, now + poll_period());
-      if (o.kind == attempt_result::held && o.verdict.stale_at > now) wake = std::min(wake, o.verdict.stale_at);
-      pause_until(wake, stop);
+      detail::unique_fd holder_exit;
+      if (o.kind == attempt_result::held) {
+        if (o.verdict.stale_at > now) wake = std::min(wake, o.verdict.stale_at);
+        const auto& lease = o.verdict.status.lease;
+        if (lease && detail::same_pid_space(*lease, self))
+          holder_exit = detail::open_holder_exit_fd(lease->pid, lease->start_time);
+      } else if (o.kind == attempt_result::retry_limit) {
+        wake = std::min(wake, now + options_.acquire_retry_delay);
+      }
+      events.wait_until(wake, holder_exit.get());
     }
   }
 
@@ -1782,9 +2129,7 @@ class PIDLock {
   std::shared_ptr<detail::held_lease> held_;
   detail::observation_memory memory_;
   std::error_code removal_error_;
-  std::mutex wait_mutex_;
-  std::condition_variable_any released_;
-  bool release_signal_ = false;
+  std::unique_ptr<detail::wait_channel> channel_;  // guarded by state_mutex_; made by waiting
 };
 
 }  // namespace lockfile

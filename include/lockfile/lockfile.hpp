@@ -50,6 +50,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 #if defined(__linux__)
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <sys/syscall.h>
@@ -1032,8 +1033,25 @@ inline std::optional<proc_stat> parse_proc_stat(std::string_view text) {
   return out;
 }
 
+// Whether /proc is the proc file system of our own PID namespace. In a new
+// PID namespace without its own /proc mount (unshare --pid --fork without
+// --mount-proc), /proc/PID names some other process of the outer namespace.
+inline bool proc_is_ours() {
+#if defined(__linux__)
+  char target[32] = {};
+  const ssize_t n = ::readlink("/proc/self", target, sizeof target - 1);
+  if (n <= 0) return false;
+  int pid = 0;
+  const auto [end, ec] = std::from_chars(target, target + n, pid);
+  return ec == std::errc{} && end == target + n && pid == static_cast<int>(::getpid());
+#else
+  return false;
+#endif
+}
+
 inline std::optional<proc_stat> read_proc_stat(int pid) {
 #if defined(__linux__)
+  if (!proc_is_ours()) return std::nullopt;
   const std::string path = "/proc/" + std::to_string(pid) + "/stat";
   const auto text = read_small_file(path.c_str());
   if (text.empty()) return std::nullopt;
@@ -1109,6 +1127,13 @@ inline process_identity self_identity() {
     cached.pid = pid;
   }
   return cached;
+}
+
+// Names the calling thread, as ps, top and gdb show it.
+inline void name_this_thread([[maybe_unused]] const char* name) {
+#if defined(__linux__)
+  ::pthread_setname_np(::pthread_self(), name);
+#endif
 }
 
 // Blocks every signal in the calling thread for its lifetime; threads
@@ -1262,6 +1287,10 @@ inline unique_fd open_holder_exit_fd(int pid, std::uint64_t start_time) {
   if (!fd) return fd;
   const auto stat = read_proc_stat(pid);
   if (!stat || (start_time != 0 && stat->start_time != start_time)) return unique_fd{};
+  // Already readable: it has exited (an unreaped zombie that an override
+  // still calls alive). Waiting on it would return at once, every time.
+  pollfd exited{fd.get(), POLLIN, 0};
+  if (::poll(&exited, 1, 0) > 0) return unique_fd{};
   return fd;
 #else
   (void)pid;
@@ -1544,6 +1573,7 @@ class heartbeat_service {
   explicit heartbeat_service(int pid) : pid_(pid) {}
 
   void renew_loop(std::stop_token stop) {
+    name_this_thread("lockfile-renew");
     std::vector<std::shared_ptr<held_lease>> due;
     std::unique_lock guard(mutex_);
     while (!stop.stop_requested()) {
@@ -1607,6 +1637,7 @@ class heartbeat_service {
   }
 
   void notify_loop(std::stop_token stop) {
+    name_this_thread("lockfile-notify");
     std::unique_lock guard(notify_mutex_);
     notifier_id_ = std::this_thread::get_id();
     while (notify_.wait(guard, stop, [&] { return !pending_.empty(); })) {

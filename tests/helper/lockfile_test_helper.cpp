@@ -8,9 +8,15 @@
 //   lockfile_test_helper hold PATH STALE_MS HEARTBEAT_MS
 //       acquires PATH, prints "held PID", holds until stdin reaches end of
 //       file, releases and exits 0 (2 when the lock could not be taken).
+//   lockfile_test_helper hold-main-exits PATH STALE_MS HEARTBEAT_MS
+//       as hold, but the main thread then ends with pthread_exit() while a
+//       second thread waits for end of file on stdin, releases and exits 0:
+//       the process lives on (and renews its lease) while /proc/PID/stat shows
+//       its thread-group leader as a zombie ('Z').
 #include <lockfile/lockfile.hpp>
 
 #include <dirent.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,6 +26,7 @@
 #include <cstdlib>
 #include <string>
 #include <string_view>
+#include <thread>
 
 namespace {
 
@@ -57,12 +64,40 @@ int hold(const char* path, long stale_ms, long heartbeat_ms) {
   return ec ? 3 : 0;
 }
 
+int hold_main_exits(const char* path, long stale_ms, long heartbeat_ms) {
+  // On the heap: pthread_exit() unwinds main's stack, which must not release it.
+  auto* lock = new lockfile::PIDLock(
+      path, {.lease_heartbeat_interval = std::chrono::milliseconds(heartbeat_ms),
+             .lease_stale_threshold = std::chrono::milliseconds(stale_ms)});
+  std::error_code ec;
+  lock->acquire(ec);
+  if (ec) {
+    std::fprintf(stderr, "lockfile_test_helper: %s\n", ec.message().c_str());
+    return 2;
+  }
+  std::thread([lock] {
+    char buffer[64];
+    while (::read(STDIN_FILENO, buffer, sizeof buffer) > 0) {
+    }
+    std::error_code released;
+    lock->release(released);
+    ::_exit(released ? 3 : 0);
+  }).detach();
+  std::printf("held %d\n", static_cast<int>(::getpid()));
+  std::fflush(stdout);
+  ::pthread_exit(nullptr);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const std::string_view mode = argc > 1 ? argv[1] : "";
   if (mode == "fds" && argc == 2) return list_descriptors();
   if (mode == "hold" && argc == 5) return hold(argv[2], std::atol(argv[3]), std::atol(argv[4]));
-  std::fprintf(stderr, "usage: lockfile_test_helper fds | hold PATH STALE_MS HEARTBEAT_MS\n");
+  if (mode == "hold-main-exits" && argc == 5)
+    return hold_main_exits(argv[2], std::atol(argv[3]), std::atol(argv[4]));
+  std::fprintf(stderr,
+               "usage: lockfile_test_helper fds | hold PATH STALE_MS HEARTBEAT_MS"
+               " | hold-main-exits PATH STALE_MS HEARTBEAT_MS\n");
   return 64;
 }

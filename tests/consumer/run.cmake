@@ -1,0 +1,235 @@
+# Consumer test driver: builds and runs the project in this directory
+# against lockfile the way a user would, in a fresh directory.
+#
+#   cmake -DMODE=<mode> -DWORK_DIR=<dir> -DLOCKFILE_SOURCE_DIR=<dir>
+#         -DLOCKFILE_BINARY_DIR=<dir> -DCXX_COMPILER=<path>
+#         [-DGENERATOR=<name>] [-DGENERATOR_PLATFORM=..] [-DGENERATOR_TOOLSET=..]
+#         [-DMAKE_PROGRAM=<path>] [-DPKG_CONFIG=<path>]
+#         -P run.cmake
+#
+# MODE
+#   add_subdirectory  configure, build, run with add_subdirectory(<source tree>)
+#   fetchcontent      the same with FetchContent_Declare(SOURCE_DIR <source tree>)
+#   find_package      cmake --install <LOCKFILE_BINARY_DIR> into WORK_DIR/staged,
+#                     move that to WORK_DIR/prefix (the package must be
+#                     relocatable), then find_package(lockfile) from there
+#   pkg_config        install and move as for find_package, then check
+#                     pkg-config --cflags lockfile and compile main.cpp by hand
+#                     with CXX_COMPILER and pkg-config's flags. Skipped (exit
+#                     code 77 on CMake >= 3.29, else output matching
+#                     "lockfile consumer test SKIPPED") without pkg-config,
+#                     unless the environment sets
+#                     LOCKFILE_CONSUMER_REQUIRE_PKG_CONFIG=1 (CI does).
+#
+# WORK_DIR is deleted first; WORK_DIR.lock (file(LOCK)) keeps two runs with
+# the same WORK_DIR apart. Installing writes install_manifest.txt into
+# LOCKFILE_BINARY_DIR, so installs take turns too (a lock file under its
+# CMakeFiles/; CTest's RESOURCE_LOCK keeps them from queueing there).
+cmake_minimum_required(VERSION 3.20)
+
+set(CONSUMER_DIR "${CMAKE_CURRENT_LIST_DIR}")
+set(STEP_TIMEOUT 200)  # seconds, per configure/build/run step
+
+foreach(_var IN ITEMS MODE WORK_DIR LOCKFILE_SOURCE_DIR LOCKFILE_BINARY_DIR CXX_COMPILER)
+  if(NOT DEFINED ${_var} OR "${${_var}}" STREQUAL "")
+    message(FATAL_ERROR "run.cmake: -D${_var}=... is required")
+  endif()
+endforeach()
+if(NOT MODE MATCHES "^(add_subdirectory|fetchcontent|find_package|pkg_config)$")
+  message(FATAL_ERROR "run.cmake: unknown MODE '${MODE}'")
+endif()
+
+string(TIMESTAMP _started "%s")
+
+# run(<what> COMMAND <command...> [WORKING_DIRECTORY <dir>] [OUTPUT <var>])
+# Runs a step, echoing it; fails the test when it fails. With OUTPUT, stdout
+# is captured into <var> (and still shown).
+function(run what)
+  cmake_parse_arguments(PARSE_ARGV 1 ARG "" "WORKING_DIRECTORY;OUTPUT" "COMMAND")
+  if(NOT ARG_WORKING_DIRECTORY)
+    set(ARG_WORKING_DIRECTORY "${WORK_DIR}")
+  endif()
+  list(JOIN ARG_COMMAND " " _shown)
+  message(STATUS "[${MODE}] ${what}: ${_shown}")
+  string(TIMESTAMP _t0 "%s")
+  if(ARG_OUTPUT)
+    execute_process(COMMAND ${ARG_COMMAND}
+      WORKING_DIRECTORY "${ARG_WORKING_DIRECTORY}"
+      TIMEOUT ${STEP_TIMEOUT}
+      RESULT_VARIABLE _rc
+      OUTPUT_VARIABLE _out
+      OUTPUT_STRIP_TRAILING_WHITESPACE)
+    message("${_out}")
+    set(${ARG_OUTPUT} "${_out}" PARENT_SCOPE)
+  else()
+    execute_process(COMMAND ${ARG_COMMAND}
+      WORKING_DIRECTORY "${ARG_WORKING_DIRECTORY}"
+      TIMEOUT ${STEP_TIMEOUT}
+      RESULT_VARIABLE _rc)
+  endif()
+  string(TIMESTAMP _t1 "%s")
+  math(EXPR _secs "${_t1} - ${_t0}")
+  if(NOT _rc STREQUAL "0")
+    message(FATAL_ERROR "[${MODE}] ${what} FAILED (${_rc}) after ${_secs} s: ${_shown}")
+  endif()
+  message(STATUS "[${MODE}] ${what}: ok (${_secs} s)")
+endfunction()
+
+function(skip why)
+  message(STATUS "lockfile consumer test SKIPPED: ${why}")
+  if(CMAKE_VERSION VERSION_GREATER_EQUAL 3.29)
+    cmake_language(EXIT 77)
+  endif()
+endfunction()
+
+# realpath of <path>, so "a/share/pkgconfig/../../include" compares equal to "a/include".
+function(real_path out path)
+  get_filename_component(_p "${path}" REALPATH)
+  set(${out} "${_p}" PARENT_SCOPE)
+endfunction()
+
+# cmake --install, then move the prefix: nothing installed may remember where
+# it was put first.
+function(install_and_relocate prefix_out)
+  set(_staged "${WORK_DIR}/staged")
+  set(_prefix "${WORK_DIR}/prefix")
+  # Also across ctest processes (CTest's RESOURCE_LOCK is per process).
+  set(_lock "${LOCKFILE_BINARY_DIR}/CMakeFiles/lockfile_consumer_install.lock")
+  file(LOCK "${_lock}" GUARD FUNCTION TIMEOUT ${STEP_TIMEOUT} RESULT_VARIABLE _locked)
+  if(NOT _locked STREQUAL "0")
+    message(FATAL_ERROR "[${MODE}] cannot lock ${_lock}: ${_locked}")
+  endif()
+  run("install" COMMAND "${CMAKE_COMMAND}" --install "${LOCKFILE_BINARY_DIR}" --prefix "${_staged}")
+  file(LOCK "${_lock}" RELEASE)
+  file(RENAME "${_staged}" "${_prefix}")
+  foreach(_file IN ITEMS
+      include/lockfile/lockfile.hpp
+      share/cmake/lockfile/lockfileConfig.cmake
+      share/cmake/lockfile/lockfileConfigVersion.cmake
+      share/cmake/lockfile/lockfileTargets.cmake
+      share/pkgconfig/lockfile.pc)
+    if(NOT EXISTS "${_prefix}/${_file}")
+      message(FATAL_ERROR "[${MODE}] the install did not provide ${_file}")
+    endif()
+  endforeach()
+  file(GLOB_RECURSE _installed LIST_DIRECTORIES false RELATIVE "${_prefix}" "${_prefix}/*")
+  list(JOIN _installed " " _shown)
+  message(STATUS "[${MODE}] installed: ${_shown}")
+  # The files that tell consumers where things are must not name the build.
+  # (Not programs: their debug information names the sources, harmlessly.)
+  list(FILTER _installed INCLUDE REGEX "\\.(cmake|pc)$")
+  foreach(_file IN LISTS _installed)
+    file(READ "${_prefix}/${_file}" _text)
+    foreach(_path IN ITEMS "${_staged}" "${LOCKFILE_BINARY_DIR}" "${LOCKFILE_SOURCE_DIR}")
+      string(FIND "${_text}" "${_path}" _at)
+      if(NOT _at EQUAL -1)
+        message(FATAL_ERROR "[${MODE}] installed ${_file} names ${_path}: not relocatable")
+      endif()
+    endforeach()
+  endforeach()
+  set(${prefix_out} "${_prefix}" PARENT_SCOPE)
+endfunction()
+
+# --- a fresh work directory ------------------------------------------------------
+if(MODE STREQUAL "pkg_config")
+  if(NOT PKG_CONFIG)
+    find_program(PKG_CONFIG NAMES pkg-config pkgconf)
+  endif()
+  if(NOT PKG_CONFIG)
+    if("$ENV{LOCKFILE_CONSUMER_REQUIRE_PKG_CONFIG}")
+      message(FATAL_ERROR "[${MODE}] pkg-config not found, and "
+                          "LOCKFILE_CONSUMER_REQUIRE_PKG_CONFIG is set")
+    endif()
+    skip("pkg-config not found")
+    return()
+  endif()
+endif()
+
+# Two ctest runs in one build tree would share WORK_DIR: take turns.
+file(LOCK "${WORK_DIR}.lock" GUARD PROCESS TIMEOUT ${STEP_TIMEOUT} RESULT_VARIABLE _locked)
+if(NOT _locked STREQUAL "0")
+  message(FATAL_ERROR "[${MODE}] cannot lock ${WORK_DIR}.lock: ${_locked}")
+endif()
+file(REMOVE_RECURSE "${WORK_DIR}")
+file(MAKE_DIRECTORY "${WORK_DIR}")
+
+# --- CMake consumers ---------------------------------------------------------------
+if(NOT MODE STREQUAL "pkg_config")
+  set(_configure
+    "${CMAKE_COMMAND}" -S "${CONSUMER_DIR}" -B "${WORK_DIR}/build"
+    "-DCMAKE_CXX_COMPILER=${CXX_COMPILER}")
+  if(GENERATOR)
+    list(APPEND _configure -G "${GENERATOR}")
+    if(GENERATOR_PLATFORM)
+      list(APPEND _configure -A "${GENERATOR_PLATFORM}")
+    endif()
+    if(GENERATOR_TOOLSET)
+      list(APPEND _configure -T "${GENERATOR_TOOLSET}")
+    endif()
+    if(MAKE_PROGRAM)
+      list(APPEND _configure "-DCMAKE_MAKE_PROGRAM=${MAKE_PROGRAM}")
+    endif()
+  endif()
+
+  if(MODE STREQUAL "add_subdirectory")
+    list(APPEND _configure -DLOCKFILE_CONSUME_MODE=subdirectory
+                           "-DLOCKFILE_SOURCE_DIR=${LOCKFILE_SOURCE_DIR}")
+  elseif(MODE STREQUAL "fetchcontent")
+    list(APPEND _configure -DLOCKFILE_CONSUME_MODE=fetchcontent
+                           "-DLOCKFILE_SOURCE_DIR=${LOCKFILE_SOURCE_DIR}")
+  else()
+    install_and_relocate(_prefix)
+    list(APPEND _configure -DLOCKFILE_CONSUME_MODE=find_package
+                           "-DCMAKE_PREFIX_PATH=${_prefix}"
+                           "-DLOCKFILE_EXPECT_PREFIX=${_prefix}"
+                           -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF)
+  endif()
+
+  run("configure" COMMAND ${_configure})
+  run("build" COMMAND "${CMAKE_COMMAND}" --build "${WORK_DIR}/build" --config Debug)
+  set(_program "${WORK_DIR}/build/bin/lockfile_consumer")
+
+# --- pkg-config ------------------------------------------------------------------------
+else()
+  install_and_relocate(_prefix)
+  # Only the prefix under test: nothing from the system's search path.
+  set(ENV{PKG_CONFIG_PATH} "${_prefix}/share/pkgconfig")
+  set(ENV{PKG_CONFIG_LIBDIR} "${_prefix}/share/pkgconfig")
+  unset(ENV{PKG_CONFIG_SYSROOT_DIR})
+  unset(ENV{PKG_CONFIG_ALLOW_SYSTEM_CFLAGS})
+
+  run("pkg-config --cflags" COMMAND "${PKG_CONFIG}" --cflags lockfile OUTPUT _cflags)
+  run("pkg-config --libs" COMMAND "${PKG_CONFIG}" --libs lockfile OUTPUT _libs)
+  run("pkg-config --modversion" COMMAND "${PKG_CONFIG}" --modversion lockfile OUTPUT _version)
+
+  separate_arguments(_cflags UNIX_COMMAND "${_cflags}")
+  separate_arguments(_libs UNIX_COMMAND "${_libs}")
+  real_path(_want_include "${_prefix}/include")
+  set(_found_include FALSE)
+  foreach(_flag IN LISTS _cflags)
+    if(_flag MATCHES "^-I(.+)$")
+      real_path(_dir "${CMAKE_MATCH_1}")
+      if(_dir STREQUAL _want_include)
+        set(_found_include TRUE)
+      endif()
+    endif()
+  endforeach()
+  if(NOT _found_include)
+    message(FATAL_ERROR "[${MODE}] pkg-config --cflags lockfile has no -I for the "
+                        "installed include directory ${_prefix}/include")
+  endif()
+
+  set(_program "${WORK_DIR}/lockfile_consumer")
+  run("compile" COMMAND "${CXX_COMPILER}" -std=c++20 "${CONSUMER_DIR}/main.cpp"
+                        ${_cflags}
+                        "-DLOCKFILE_CONSUMER_MODE=\"pkg-config\""
+                        "-DLOCKFILE_CONSUMER_EXPECTED_VERSION=\"${_version}\""
+                        -o "${_program}" ${_libs})
+endif()
+
+# --- run the consumer ------------------------------------------------------------------
+run("run" COMMAND "${_program}")
+
+string(TIMESTAMP _finished "%s")
+math(EXPR _total "${_finished} - ${_started}")
+message(STATUS "[${MODE}] passed in ${_total} s")

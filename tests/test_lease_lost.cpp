@@ -142,3 +142,24 @@ TEST_CASE("on_lease_lost may call release() and acquire() on its own lock") {
   lock.release();
   CHECK_FALSE(fs::exists(path));
 }
+
+TEST_CASE("a holder that releases before its renewal noticed the loss is still told, by release()") {
+  // A holder resumed from a pause may finish its work and release before
+  // the next heartbeat: release() then finds the file replaced, and must not
+  // leave the loss untold.
+  temp_dir dir;
+  const auto path = dir / "app.lock";
+  std::atomic<int> calls{0};
+  PIDLock lock(path, {.lease_heartbeat_interval = 2s,  // no renewal during this test
+                      .lease_stale_threshold = 10s,
+                      .on_lease_lost = [&] { ++calls; }});
+  lock.acquire();
+  const auto replacement = foreign_record(std::chrono::system_clock::now(), 4242, "usurper");
+  write_file(dir / "other", replacement);
+  fs::rename(dir / "other", path);
+  CHECK(lock.held());  // not noticed yet
+  lock.release();
+  CHECK(calls.load() == 1);  // told before release() returned
+  CHECK(read_file(path) == replacement);
+  CHECK_FALSE(lock.held());
+}

@@ -1452,6 +1452,7 @@ struct held_lease {
   std::atomic<bool> active{true};  // false once released or lost
   std::function<void()> on_lost;
   bool callback_cancelled = false;  // guarded by the service's notify mutex
+  std::atomic<bool> loss_reported{false};  // whoever sets it runs on_lost: exactly once per loss
   bool recheck_soon = false;        // renewal thread only: the path looked gone or replaced once
 };
 
@@ -1646,7 +1647,7 @@ class heartbeat_service {
       running_ = held.get();
       guard.unlock();
       try {
-        held->on_lost();
+        if (!held->loss_reported.exchange(true)) held->on_lost();
       } catch (...) {
         // A callback's exception has nowhere to go on this thread.
       }
@@ -2060,8 +2061,25 @@ class PIDLock {
     new std::shared_ptr<detail::held_lease>(std::move(held_));
   }
 
-  const char* release_impl(std::error_code& ec) noexcept {
+  // Releases; when it is release() that finds the lease already lost (the
+  // file gone or replaced before the renewal thread noticed), tells the
+  // owner through on_lease_lost here, on the caller's thread, outside every
+  // lock (the callback may call acquire()), before release() returns.
+  const char* release_impl(std::error_code& ec) {
     ec.clear();
+    std::function<void()> tell_loss;
+    const char* operation = release_owned(ec, tell_loss);
+    if (tell_loss) {
+      try {
+        tell_loss();
+      } catch (...) {
+        // As on the notifier thread: a callback's exception has nowhere to go.
+      }
+    }
+    return operation;
+  }
+
+  const char* release_owned(std::error_code& ec, std::function<void()>& tell_loss) {
     std::shared_ptr<detail::held_lease> held;
     {
       std::lock_guard state(state_mutex_);
@@ -2085,9 +2103,18 @@ class PIDLock {
     }
     service.remove(held.get());
 
+    // Told exactly once: by the notifier thread, or here when the loss is
+    // found by this release, or was declared but its callback was cancelled
+    // above before it could run.
+    const auto tell_unless_told = [&] {
+      if (!held->loss_reported.exchange(true)) tell_loss = held->on_lost;
+    };
     {
-      std::lock_guard lease_guard(held->mutex);      // waits out a renewal in progress
-      if (!held->active.exchange(false)) return "";  // lost earlier: the file is not ours
+      std::lock_guard lease_guard(held->mutex);  // waits out a renewal in progress
+      if (!held->active.exchange(false)) {       // lost earlier: the file is not ours
+        tell_unless_told();
+        return "";
+      }
     }
     // Inactive now: the renewal thread leaves this lease (and its descriptor)
     // alone, so the retries below hold no lock another lease's renewal needs.
@@ -2103,6 +2130,10 @@ class PIDLock {
       removed = remove_lock_file_if(held->fd.get(), held->identity, ours);
     }
     held->fd.reset();
+    if (removed == removal::changed || removed == removal::vanished) {
+      tell_unless_told();
+      return "";
+    }
     if (removed == removal::failed) {
       ec = removal_error_;
       return "release lock file";

@@ -44,7 +44,7 @@
 #if defined(__unix__) || defined(__APPLE__)
 #include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
+#include <signal.h>  // NOLINT(modernize-deprecated-headers): POSIX sigset_t, pthread_sigmask
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -215,7 +215,7 @@ struct LockStatus {
 namespace detail {
 
 // A lock file larger than this is invalid; it is never read whole.
-inline constexpr std::size_t max_record_bytes = 64 * 1024;
+inline constexpr std::size_t max_record_bytes = std::size_t{64} * 1024;
 // Nesting allowed inside unknown values before a record counts as invalid.
 inline constexpr int max_json_depth = 32;
 // The largest staleThresholdNano a record may impose on others: a corrupt
@@ -316,7 +316,7 @@ class json_reader {
     return ec == std::errc{} && end == at_;
   }
 
-  bool skip_value(int depth) {
+  bool skip_value(int depth) {  // NOLINT(misc-no-recursion): bounded by max_json_depth
     if (depth > max_json_depth) return false;
     skip_whitespace();
     if (at_ == end_) return false;
@@ -365,7 +365,7 @@ class json_reader {
     return true;
   }
 
-  bool skip_container(char close, int depth, bool object) {
+  bool skip_container(char close, int depth, bool object) {  // NOLINT(misc-no-recursion): see skip_value
     ++at_;
     skip_whitespace();
     if (consume(close)) return true;
@@ -489,6 +489,8 @@ inline void append_json_string(std::string& out, std::string_view text) {
       case '\n': out += "\\n"; break;
       case '\r': out += "\\r"; break;
       case '\t': out += "\\t"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
       default:
         if (c < 0x20) {
           out += "\\u00";
@@ -523,7 +525,10 @@ inline std::optional<Lease> parse_lease(std::string_view bytes) noexcept {
     detail::json_reader in(bytes);
     Lease lease;
     unsigned seen = 0;
-    std::int64_t version = 0, pid = 0, heartbeat = 0, stale = 0;
+    std::int64_t version = 0;
+    std::int64_t pid = 0;
+    std::int64_t heartbeat = 0;
+    std::int64_t stale = 0;
     std::string key;
 
     in.skip_whitespace();
@@ -536,7 +541,7 @@ inline std::optional<Lease> parse_lease(std::string_view bytes) noexcept {
         in.skip_whitespace();
         if (!in.consume(':')) return std::nullopt;
         in.skip_whitespace();
-        const auto match = std::find_if(std::begin(known), std::end(known),
+        const auto* const match = std::find_if(std::begin(known), std::end(known),
                                         [&](const auto& entry) { return entry.first == key; });
         if (match == std::end(known)) {
           if (!in.skip_value(1)) return std::nullopt;
@@ -651,6 +656,11 @@ namespace lockfile::detail {
 
 inline std::error_code errno_code(int value = errno) { return {value, std::system_category()}; }
 
+// EOPNOTSUPP and ENOTSUP: one value on Linux, two elsewhere (BSDs, macOS).
+inline bool not_supported(int error) {
+  return error == EOPNOTSUPP || error == ENOTSUP;  // NOLINT(misc-redundant-expression): equal on Linux only
+}
+
 using steady_clock_time = std::chrono::steady_clock::time_point;
 
 // Owns one file descriptor; closes it on destruction.
@@ -687,7 +697,7 @@ enum class last_component { no_follow, follow };
 inline int open_file(const char* path, int flags, mode_t mode = 0,
                      last_component last = last_component::no_follow) {
   if (last == last_component::no_follow) flags |= O_NOFOLLOW;
-  int fd;
+  int fd = -1;
   do fd = ::open(path, flags | O_CLOEXEC, mode);
   while (fd < 0 && errno == EINTR);
   return fd;
@@ -791,7 +801,7 @@ inline std::error_code write_at(int fd, std::string_view bytes, off_t offset) {
 }
 
 inline std::error_code truncate_to(int fd, std::size_t size) {
-  int rc;
+  int rc = 0;
   do rc = ::ftruncate(fd, static_cast<off_t>(size));
   while (rc != 0 && errno == EINTR);
   return rc == 0 ? std::error_code{} : errno_code();
@@ -802,13 +812,13 @@ enum class flock_result { locked, busy, unsupported, failed };
 // flock, not fcntl locks: those belong to the process, so two locks in one
 // process would not exclude each other.
 inline flock_result try_flock(int fd, std::error_code& ec) {
-  int rc;
+  int rc = 0;
   do rc = ::flock(fd, LOCK_EX | LOCK_NB);
   while (rc != 0 && errno == EINTR);
   if (rc == 0) return flock_result::locked;
   if (errno == EWOULDBLOCK) return flock_result::busy;
   ec = errno_code();
-  if (errno == ENOLCK || errno == EOPNOTSUPP || errno == ENOTSUP) return flock_result::unsupported;
+  if (errno == ENOLCK || not_supported(errno)) return flock_result::unsupported;
   return flock_result::failed;
 }
 
@@ -825,12 +835,14 @@ inline void unlink_if_names(int fd, const std::filesystem::path& path) {
   std::error_code ec;
   const auto locked = try_flock(fd, ec);
   if (locked == flock_result::busy || locked == flock_result::failed) return;
-  file_facts mine, named;
+  file_facts mine;
+  file_facts named;
   if (!stat_fd(fd, mine) && !stat_path(path, named) && mine.identity == named.identity) remove_name(path);
   if (locked == flock_result::locked) unlock_flock(fd);
 }
 
 // mkdir -p: every missing level is created with mode (the umask applies).
+// NOLINTNEXTLINE(misc-no-recursion): one level per path component
 inline std::error_code make_directories(const std::filesystem::path& dir, mode_t mode) {
   if (dir.empty()) return {};
   if (::mkdir(dir.c_str(), mode) == 0) return {};
@@ -877,10 +889,9 @@ inline publication publish_new_file(const std::filesystem::path& path, std::stri
     const int link_errno = errno;
     if (link_errno == EEXIST) return fail("create lock file", errno_code(link_errno));
     // Without /proc or without link support, fall through to a named file.
-    if (link_errno != ENOENT && link_errno != EPERM && link_errno != EOPNOTSUPP &&
-        link_errno != ENOTSUP)
+    if (link_errno != ENOENT && link_errno != EPERM && !not_supported(link_errno))
       return fail("create lock file", errno_code(link_errno));
-  } else if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL && errno != ENOTSUP) {
+  } else if (errno != EISDIR && errno != EINVAL && !not_supported(errno)) {
     return fail("create lock file", errno_code());
   }
 #endif
@@ -904,7 +915,7 @@ inline publication publish_new_file(const std::filesystem::path& path, std::stri
   const int link_errno = errno;
   remove_name(private_name);
   named.reset();
-  if (link_errno != EPERM && link_errno != EOPNOTSUPP && link_errno != ENOTSUP)
+  if (link_errno != EPERM && !not_supported(link_errno))
     return fail("create lock file", errno_code(link_errno));
 
   // No hard links here (some FUSE and SMB mounts): create in place. Readers
@@ -1152,7 +1163,7 @@ class signals_blocked {
   signals_blocked& operator=(const signals_blocked&) = delete;
 
  private:
-  sigset_t previous_;
+  sigset_t previous_{};
 };
 
 // What a waiting lock sleeps on between attempts: a change to the lock
@@ -1198,10 +1209,11 @@ class wait_channel {
     if (!wake_) return;
 #if defined(__linux__)
     const std::uint64_t one = 1;
-    (void)!::write(wake_.get(), &one, sizeof one);
+    // A failed write means a wake-up is pending already.
+    [[maybe_unused]] const ssize_t written = ::write(wake_.get(), &one, sizeof one);
 #else
     const char one = 1;
-    (void)!::write(wake_.get(), &one, 1);
+    [[maybe_unused]] const ssize_t written = ::write(wake_.get(), &one, 1);  // full pipe: one is pending
 #endif
   }
 
@@ -1250,9 +1262,10 @@ class wait_channel {
 #if defined(__linux__)
     alignas(inotify_event) char buffer[4096];
     bool relevant = false;
-    ssize_t n;
+    ssize_t n = 0;
     while ((n = ::read(inotify_.get(), buffer, sizeof buffer)) > 0) {
       for (char* at = buffer; at < buffer + n;) {
+        // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast): the kernel wrote one here
         const auto* event = reinterpret_cast<const inotify_event*>(at);
         if (event->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_Q_OVERFLOW)) {
           relevant = true;
@@ -1396,7 +1409,7 @@ inline verdict judge(const std::string& bytes, const file_facts& facts, const Op
     out.status.state = LockState::stale;
     return out;
   }
-  const bool watching = memory && memory->valid && memory->bytes == bytes;
+  const bool watching = memory != nullptr && memory->valid && memory->bytes == bytes;
   if (watching) {
     if (steady_now - memory->first_seen >= threshold) {  // stale by observation
       out.status.state = LockState::stale;
@@ -1491,7 +1504,7 @@ inline renewal renew(held_lease& held) {
 
   const auto now = system_clock::now();
   char digits[24];
-  const auto end = std::to_chars(digits, digits + sizeof digits, unix_nanos(now)).ptr;
+  auto* const end = std::to_chars(digits, digits + sizeof digits, unix_nanos(now)).ptr;
   const auto length = static_cast<std::size_t>(end - digits);
   if (bytes == held.record && length == held.heartbeat_digits) {
     // The usual case: only the heartbeat's digits change.
@@ -1521,9 +1534,10 @@ class heartbeat_service {
     const int pid = current_pid();
     auto* service = current.load(std::memory_order_acquire);
     while (!service || service->pid_ != pid) {
-      auto* fresh = new heartbeat_service(pid);  // never deleted: threads may outlive statics
+      // NOLINTNEXTLINE(cppcoreguidelines-owning-memory): never deleted, threads may outlive statics
+      auto* fresh = new heartbeat_service(pid);
       if (current.compare_exchange_strong(service, fresh, std::memory_order_acq_rel)) return *fresh;
-      delete fresh;
+      delete fresh;  // NOLINT(cppcoreguidelines-owning-memory): lost the race, never published
     }
     return *service;
   }
@@ -1985,7 +1999,7 @@ class PIDLock {
   removal remove_lock_file_if(int fd, detail::file_identity identity, BytesAreExpected&& expected) {
     std::error_code ec;
     const auto locked = detail::try_flock(fd, ec);
-    struct unlock_on_exit {
+    struct unlock_on_exit {  // NOLINT(cppcoreguidelines-special-member-functions): never copied
       int fd;
       bool locked;
       ~unlock_on_exit() {

@@ -4,6 +4,10 @@
 #include "support.hpp"
 
 #include <grp.h>
+#include <sched.h>
+#include <sys/mount.h>
+
+#include <fstream>
 
 using namespace lockfile_test;
 using lockfile::PIDLock;
@@ -142,4 +146,61 @@ TEST_CASE("a regular file where a parent directory should be is an error") {
   lock.acquire(ec);
   CHECK(ec == std::errc::not_a_directory);
   CHECK(read_file(dir / "file") == "x");
+}
+
+namespace {
+
+// Runs body in a child with a private mount namespace and a fresh tmpfs
+// (mount options as given) mounted on dir; the mount dies with the child.
+// 77 when this machine does not let us mount (not root, no CAP_SYS_ADMIN).
+int on_private_tmpfs(const fs::path& dir, const char* options, const std::function<int()>& body) {
+  return wait_exit(fork_child([&] {
+    if (::unshare(CLONE_NEWNS) != 0) return 77;
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return 77;
+    if (::mount("tmpfs", dir.c_str(), "tmpfs", 0, options) != 0) return 77;
+    return body();
+  }));
+}
+
+}  // namespace
+
+TEST_CASE("a full file system (ENOSPC) gives an error and leaves no file") {
+  temp_dir dir;
+  const int code = on_private_tmpfs(dir.path(), "size=64k", [&] {
+    // Fill it up, then try.
+    {
+      std::ofstream filler(dir / "filler", std::ios::binary);
+      const std::string block(4096, 'x');
+      while (filler.write(block.data(), static_cast<std::streamsize>(block.size()))) {
+      }
+    }
+    const auto before = dir.entries();
+    PIDLock lock(dir / "app.lock");
+    std::error_code ec;
+    lock.acquire(ec);
+    if (ec != std::errc::no_space_on_device) return 1;
+    if (dir.entries() != before) return 2;  // no lock file, no temporary file
+    try {
+      lock.acquire();
+      return 3;
+    } catch (const fs::filesystem_error& e) {
+      return std::string(e.what()).find("lock file") != std::string::npos ? 0 : 4;
+    }
+  });
+  if (code == 77) LOCKFILE_SKIP("cannot mount a tmpfs here (needs root and a mount namespace)");
+  CHECK(code == 0);
+}
+
+TEST_CASE("a read-only file system (EROFS) gives an error and leaves no file") {
+  temp_dir dir;
+  const int code = on_private_tmpfs(dir.path(), "size=64k", [&] {
+    if (::mount(nullptr, dir.path().c_str(), nullptr, MS_REMOUNT | MS_RDONLY, nullptr) != 0) return 77;
+    PIDLock lock(dir / "app.lock");
+    std::error_code ec;
+    lock.acquire(ec);
+    if (ec != std::errc::read_only_file_system) return 1;
+    return dir.entries().empty() ? 0 : 2;
+  });
+  if (code == 77) LOCKFILE_SKIP("cannot mount a tmpfs here (needs root and a mount namespace)");
+  CHECK(code == 0);
 }

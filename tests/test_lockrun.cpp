@@ -1,0 +1,916 @@
+// lockrun, the command-line tool (examples/lockrun.cpp), driven as a user
+// would drive it: the built binary is started with pipes for its stdin,
+// stdout and stderr, signalled with real signals, and judged by its exit
+// status and output. Synchronization is by output ("ready" lines) and by
+// polling with a deadline, never by a fixed sleep.
+#include "lockfile_catch.hpp"
+#include "support.hpp"
+
+#ifndef LOCKFILE_LOCKRUN
+
+TEST_CASE("lockrun tests need the lockrun example", "[lockrun]") {
+  LOCKFILE_SKIP("built without examples/lockrun.cpp (LOCKFILE_BUILD_EXAMPLES is OFF)");
+}
+
+#else
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <map>
+#include <optional>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+using namespace lockfile_test;
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+
+namespace {
+
+// A /proc file, or "" when it cannot be read. (Not read_file(): std::filebuf
+// throws when a read fails, as it does once the process has exited.)
+std::string read_proc_file(const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return {};
+  std::string text;
+  char chunk[4096];
+  ssize_t n;
+  while ((n = ::read(fd, chunk, sizeof chunk)) > 0) text.append(chunk, static_cast<std::size_t>(n));
+  ::close(fd);
+  return text;
+}
+
+// A running lockrun with its stdin, stdout and stderr on pipes, in a process
+// group of its own (its command joins it), so that a failed test can kill
+// everything it started. `blocked` and `ignored` set up the signal mask and
+// the ignored signals lockrun starts with.
+class lockrun_process {
+ public:
+  explicit lockrun_process(const std::vector<std::string>& args, const std::vector<int>& blocked = {},
+                           const std::vector<int>& ignored = {}) {
+    std::vector<std::string> argv_strings{LOCKFILE_LOCKRUN};
+    argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& s : argv_strings) argv.push_back(s.data());
+    argv.push_back(nullptr);
+
+    start_ = steady_clock::now();
+    pid_ = ::fork();
+    if (pid_ < 0) throw std::runtime_error("fork failed");
+    if (pid_ == 0) {
+      // Only async-signal-safe calls here: the test process may have threads.
+      ::dup2(stdin_.read_end, 0);
+      ::dup2(stdout_.write_end, 1);
+      ::dup2(stderr_.write_end, 2);
+      // Nothing else reaches lockrun, so any other descriptor its command
+      // sees came from lockrun (or the library) itself.
+      ::close_range(3, ~0U, 0);
+      ::setpgid(0, 0);
+      for (const int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE, SIGCHLD}) ::signal(sig, SIG_DFL);
+      for (const int sig : ignored) ::signal(sig, SIG_IGN);
+      sigset_t mask;
+      sigemptyset(&mask);
+      for (const int sig : blocked) sigaddset(&mask, sig);
+      ::sigprocmask(SIG_SETMASK, &mask, nullptr);
+      ::execv(argv[0], argv.data());
+      ::_exit(125);
+    }
+    ::setpgid(pid_, pid_);  // as the child does: whichever runs first
+    stdin_.close_read();
+    stdout_.close_write();
+    stderr_.close_write();
+  }
+
+  ~lockrun_process() {
+    if (pid_ > 0) {
+      ::kill(-pid_, SIGKILL);  // lockrun, its command and theirs
+      wait_exit(pid_);
+    }
+  }
+  lockrun_process(const lockrun_process&) = delete;
+  lockrun_process& operator=(const lockrun_process&) = delete;
+
+  pid_t pid() const { return pid_; }
+  const std::string& out() const { return out_; }
+  const std::string& err() const { return err_; }
+
+  // Reads output until stdout (or stderr) contains `text`; false after the
+  // limit or at end of file without it.
+  bool wait_for_stdout(const std::string& text, milliseconds limit = 20s) { return wait_for(out_, text, limit); }
+  bool wait_for_stderr(const std::string& text, milliseconds limit = 20s) { return wait_for(err_, text, limit); }
+
+  void write_stdin(const std::string& text) const { (void)!::write(stdin_.write_end, text.data(), text.size()); }
+  void close_stdin() { stdin_.close_write(); }
+  void signal(int sig) const { ::kill(pid_, sig); }
+  void signal_group(int sig) const { ::kill(-pid_, sig); }  // lockrun and its command
+
+  // True while lockrun has not exited. Once it has, no process may be left
+  // in its group (a command it failed to wait for, say): that fails the test,
+  // and they are killed. Then lockrun is reaped.
+  bool running() {
+    if (pid_ <= 0) return false;
+    siginfo_t info{};
+    if (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid == 0)
+      return true;
+    // lockrun is a zombie: its pid, and so its group's id, cannot be reused
+    // yet. (A moment's grace for members that are being killed along with it.)
+    if (!eventually([&] { return !group_has_others(); }, 2s)) {
+      FAIL_CHECK("lockrun exited, leaving processes of its group running");
+      ::kill(-pid_, SIGKILL);
+    }
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    reaped(status);
+    return false;
+  }
+
+  // Waits for lockrun to exit (SIGKILL after the limit: the exit status is
+  // then 128+9) and collects the rest of its output. lockrun's exit status,
+  // or 128+N when it died of signal N.
+  int finish(milliseconds limit = 30s) {
+    const auto deadline = steady_clock::now() + limit;
+    while (running()) {
+      if (steady_clock::now() >= deadline) {
+        FAIL_CHECK("lockrun did not exit within " << limit.count() << " ms; killing it and its command");
+        ::kill(-pid_, SIGKILL);
+      }
+      pump(10ms);
+    }
+    // Output still buffered in the pipes (or held open by an orphan, which
+    // must not stall the test for long).
+    const auto drain_deadline = steady_clock::now() + 5s;
+    while ((stdout_.read_end >= 0 || stderr_.read_end >= 0) && steady_clock::now() < drain_deadline) pump(10ms);
+    return exit_code_;
+  }
+
+  bool exited_normally() const { return WIFEXITED(raw_status_); }
+  milliseconds elapsed() const { return std::chrono::duration_cast<milliseconds>(end_ - start_); }
+
+ private:
+  // Whether a process other than lockrun (a zombie now) is in its group.
+  bool group_has_others() const {
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator("/proc", ec)) {
+      const auto name = entry.path().filename().string();
+      if (name.find_first_not_of("0123456789") != std::string::npos || std::stoi(name) == pid_) continue;
+      const auto stat = read_proc_file(entry.path() / "stat");
+      const auto close = stat.rfind(')');
+      if (close == std::string::npos) continue;
+      std::istringstream fields(stat.substr(close + 2));
+      std::string state;
+      long long ppid = 0, pgrp = 0;
+      fields >> state >> ppid >> pgrp;
+      if (pgrp == pid_ && state != "Z") return true;
+    }
+    return false;
+  }
+
+  bool wait_for(const std::string& buffer, const std::string& text, milliseconds limit) {
+    const auto deadline = steady_clock::now() + limit;
+    while (buffer.find(text) == std::string::npos) {
+      if (steady_clock::now() >= deadline || (stdout_.read_end < 0 && stderr_.read_end < 0)) return false;
+      pump(10ms);
+    }
+    return true;
+  }
+
+  // Reads whatever stdout and stderr have, waiting up to `limit` for some.
+  void pump(milliseconds limit) {
+    pollfd fds[2] = {{stdout_.read_end, POLLIN, 0}, {stderr_.read_end, POLLIN, 0}};
+    if (::poll(fds, 2, static_cast<int>(limit.count())) <= 0) return;
+    read_some(fds[0], stdout_, out_);
+    read_some(fds[1], stderr_, err_);
+  }
+
+  static void read_some(const pollfd& p, pipe_pair& pipe, std::string& buffer) {
+    if (p.fd < 0 || (p.revents & (POLLIN | POLLHUP | POLLERR)) == 0) return;
+    char chunk[4096];
+    const ssize_t n = ::read(p.fd, chunk, sizeof chunk);
+    if (n > 0) buffer.append(chunk, static_cast<std::size_t>(n));
+    else if (n == 0 || errno != EINTR) pipe.close_read();
+  }
+
+  void reaped(int status) {
+    end_ = steady_clock::now();
+    raw_status_ = status;
+    exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
+    pid_ = -1;
+  }
+
+  pipe_pair stdin_, stdout_, stderr_;
+  std::string out_, err_;
+  pid_t pid_ = -1;
+  int raw_status_ = 0;
+  int exit_code_ = -1;
+  steady_clock::time_point start_, end_;
+};
+
+struct run_result {
+  int exit = -1;
+  std::string out, err;
+};
+
+run_result run_lockrun(const std::vector<std::string>& args) {
+  lockrun_process p(args);
+  p.close_stdin();
+  const int code = p.finish();
+  return {code, p.out(), p.err()};
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+// A flat JSON object ({"key": value, ...}, values strings, numbers, true,
+// false or null) followed by one newline, parsed strictly enough to reject
+// what a JSON parser would. String values are unescaped; other values are
+// kept as written. Empty on any syntax error.
+std::optional<std::map<std::string, std::string>> parse_flat_json(const std::string& text) {
+  std::size_t i = 0;
+  const auto skip_space = [&] {
+    while (i < text.size() && (text[i] == ' ' || text[i] == '\t' || text[i] == '\n' || text[i] == '\r')) ++i;
+  };
+  const auto parse_string = [&]() -> std::optional<std::string> {
+    if (i >= text.size() || text[i] != '"') return std::nullopt;
+    std::string out;
+    for (++i; i < text.size(); ++i) {
+      const char c = text[i];
+      if (c == '"') {
+        ++i;
+        return out;
+      }
+      if (static_cast<unsigned char>(c) < 0x20) return std::nullopt;
+      if (c != '\\') {
+        out += c;
+        continue;
+      }
+      if (++i >= text.size()) return std::nullopt;
+      switch (text[i]) {
+        case '"': out += '"'; break;
+        case '\\': out += '\\'; break;
+        case '/': out += '/'; break;
+        case 'n': out += '\n'; break;
+        case 't': out += '\t'; break;
+        case 'r': out += '\r'; break;
+        case 'b': out += '\b'; break;
+        case 'f': out += '\f'; break;
+        case 'u': {
+          if (i + 4 >= text.size()) return std::nullopt;
+          const unsigned code = std::stoul(text.substr(i + 1, 4), nullptr, 16);
+          if (code < 0x80) out += static_cast<char>(code);
+          else out += "\\u" + text.substr(i + 1, 4);  // kept escaped: the tests compare ASCII
+          i += 4;
+          break;
+        }
+        default: return std::nullopt;
+      }
+    }
+    return std::nullopt;
+  };
+  const auto parse_bare = [&]() -> std::optional<std::string> {
+    const std::size_t start = i;
+    while (i < text.size() && (std::isalnum(static_cast<unsigned char>(text[i])) || text[i] == '-' ||
+                               text[i] == '+' || text[i] == '.'))
+      ++i;
+    const std::string token = text.substr(start, i - start);
+    if (token == "null" || token == "true" || token == "false") return token;
+    static const std::regex number(R"(-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?)");
+    if (std::regex_match(token, number)) return token;
+    return std::nullopt;
+  };
+
+  std::map<std::string, std::string> object;
+  skip_space();
+  if (i >= text.size() || text[i++] != '{') return std::nullopt;
+  skip_space();
+  if (i < text.size() && text[i] == '}') {
+    ++i;
+  } else {
+    for (;;) {
+      skip_space();
+      const auto key = parse_string();
+      if (!key || object.count(*key)) return std::nullopt;
+      skip_space();
+      if (i >= text.size() || text[i++] != ':') return std::nullopt;
+      skip_space();
+      const auto value = i < text.size() && text[i] == '"' ? parse_string() : parse_bare();
+      if (!value) return std::nullopt;
+      object[*key] = *value;
+      skip_space();
+      if (i >= text.size()) return std::nullopt;
+      if (text[i] == ',') {
+        ++i;
+        continue;
+      }
+      if (text[i++] != '}') return std::nullopt;
+      break;
+    }
+  }
+  if (text.substr(i) != "\n") return std::nullopt;  // exactly one object, one line
+  return object;
+}
+
+std::string device_inode(const fs::path& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return {};
+  return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
+}
+
+// device:inode of every descriptor open in process `pid`.
+std::vector<std::string> open_files_of(pid_t pid) {
+  std::vector<std::string> identities;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
+    const auto identity = device_inode(entry.path());  // stat() follows the magic link
+    if (!identity.empty()) identities.push_back(identity);
+  }
+  return identities;
+}
+
+std::string host_name() {
+  char name[256] = {};
+  ::gethostname(name, sizeof name - 1);
+  return name;
+}
+
+// A command that prints "ready", then loops until a signal ends it.
+std::vector<std::string> looping_command(const std::string& traps) {
+  return {"sh", "-c", traps + " echo ready; while :; do sleep 0.01; done"};
+}
+
+std::vector<std::string> concat(std::vector<std::string> a, const std::vector<std::string>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+}  // namespace
+
+TEST_CASE("lockrun runs the command while holding the lock and passes its exit status through", "[lockrun]") {
+  temp_dir dir;
+  const auto lock = (dir / "job.lock").string();
+
+  SECTION("the command sees a lease record naming lockrun, and its status comes back") {
+    lockrun_process p({lock, "--", "sh", "-c", "cat \"$1\"; exit 3", "sh", lock});
+    p.close_stdin();
+    const pid_t lockrun_pid = p.pid();
+    CHECK(p.finish() == 3);
+    const auto lease = lockfile::parse_lease(p.out());
+    REQUIRE(lease);
+    CHECK(lease->pid == lockrun_pid);
+    CHECK(p.err().empty());
+  }
+  SECTION("exit statuses 0, 1 and 255") {
+    for (const int status : {0, 1, 255}) {
+      CAPTURE(status);
+      const auto r = run_lockrun({lock, "--", "sh", "-c", "exit " + std::to_string(status)});
+      CHECK(r.exit == status);
+      CHECK(r.err.empty());
+    }
+  }
+  SECTION("arguments reach the command unchanged, found through PATH") {
+    const auto r = run_lockrun({lock, "--", "printf", "[%s]", "a b", "", "--", "-w"});
+    CHECK(r.exit == 0);
+    CHECK(r.out == "[a b][][--][-w]");
+  }
+  CHECK_FALSE(fs::exists(lock));  // released
+  CHECK(dir.entries().empty());
+}
+
+TEST_CASE("lockrun exits 128+N when the command dies of signal N", "[lockrun]") {
+  temp_dir dir;
+  const auto lock = (dir / "job.lock").string();
+  for (const auto& [name, code] : {std::pair{"KILL", 128 + SIGKILL}, std::pair{"TERM", 128 + SIGTERM},
+                                   std::pair{"USR1", 128 + SIGUSR1}}) {
+    CAPTURE(name);
+    lockrun_process p({lock, "--", "sh", "-c", std::string("kill -") + name + " $$"});
+    p.close_stdin();
+    CHECK(p.finish() == code);
+    CHECK(p.exited_normally());  // lockrun itself exits; it does not die of the signal
+    CHECK_FALSE(fs::exists(lock));
+  }
+}
+
+TEST_CASE("lockrun gives the conflict exit code when the lock is held, without running the command",
+          "[lockrun]") {
+  temp_dir dir;
+  const auto lock = dir / "job.lock";
+  const auto marker = (dir / "ran").string();
+  holder_process holder(lock);
+  REQUIRE(holder.acquired());
+  const auto before = read_file(lock);
+  const std::vector<std::string> command{"--", "touch", marker};
+
+  SECTION("default 75, and the message names the holder") {
+    const auto r = run_lockrun(concat({lock.string()}, command));
+    CHECK(r.exit == 75);
+    CHECK(r.out.empty());
+    CHECK_THAT(r.err, starts_with("lockrun: "));
+    CHECK_THAT(r.err, contains_substring("held by pid " + std::to_string(holder.pid())));
+    CHECK(lines_of(r.err).size() == 1);
+  }
+  SECTION("-E and --conflict-exit-code choose the code, 0 included") {
+    CHECK(run_lockrun(concat({"-E", "3", lock.string()}, command)).exit == 3);
+    CHECK(run_lockrun(concat({lock.string(), "--conflict-exit-code=0"}, command)).exit == 0);
+    CHECK(run_lockrun(concat({"-E200", lock.string()}, command)).exit == 200);
+  }
+  SECTION("-q silences the message") {
+    const auto r = run_lockrun(concat({"-q", lock.string()}, command));
+    CHECK(r.exit == 75);
+    CHECK(r.err.empty());
+    const auto clustered = run_lockrun(concat({"-qE", "9", lock.string()}, command));
+    CHECK(clustered.exit == 9);
+    CHECK(clustered.err.empty());
+  }
+  CHECK_FALSE(fs::exists(marker));
+  CHECK(read_file(lock) == before);  // the holder's file is untouched
+  CHECK(holder.finish() == 0);
+}
+
+TEST_CASE("lockrun holds the lock against a second lockrun for as long as the command runs", "[lockrun]") {
+  temp_dir dir;
+  const auto lock = (dir / "job.lock").string();
+  lockrun_process first({lock, "--", "sh", "-c", "echo ready; read line; exit 7"});
+  REQUIRE(first.wait_for_stdout("ready"));
+
+  const auto second = run_lockrun({lock, "--", "true"});
+  CHECK(second.exit == 75);
+  CHECK_THAT(second.err, contains_substring("held by pid " + std::to_string(first.pid())));
+
+  const auto status = run_lockrun({"--status", lock});
+  CHECK(status.exit == 0);
+  const auto json = parse_flat_json(status.out);
+  REQUIRE(json);
+  CHECK(json->at("pid") == std::to_string(first.pid()));
+
+  first.write_stdin("done\n");
+  CHECK(first.finish() == 7);
+  CHECK_FALSE(fs::exists(lock));
+  CHECK(run_lockrun({lock, "--", "true"}).exit == 0);
+}
+
+TEST_CASE("lockrun --wait and --timeout take the lock once the holder releases it", "[lockrun]") {
+  temp_dir dir;
+  const auto lock = dir / "job.lock";
+  holder_process holder(lock);
+  REQUIRE(holder.acquired());
+
+  const auto option = GENERATE(as<std::vector<std::string>>{}, std::vector<std::string>{"-w"},
+                               std::vector<std::string>{"--wait"}, std::vector<std::string>{"-t", "60"},
+                               std::vector<std::string>{"--timeout=60.5"});
+  CAPTURE(option);
+  lockrun_process waiter(concat(option, {lock.string(), "--", "sh", "-c", "echo ran; cat \"$0\"", lock.string()}));
+  waiter.close_stdin();
+  // While the holder holds, the command must not run (a window, not a sync).
+  const auto window_end = steady_clock::now() + 300ms;
+  while (steady_clock::now() < window_end) {
+    REQUIRE(waiter.running());
+    CHECK(waiter.out().empty());
+    std::this_thread::sleep_for(10ms);
+  }
+  CHECK(holder.finish() == 0);
+  CHECK(waiter.finish() == 0);
+  CHECK_THAT(waiter.out(), starts_with("ran\n"));
+  const auto lease = lockfile::parse_lease(waiter.out().substr(4));
+  REQUIRE(lease);
+  CHECK(lease->pid != holder.pid());
+  CHECK(waiter.err().empty());
+  CHECK_FALSE(fs::exists(lock));
+}
+
+TEST_CASE("lockrun --timeout gives up with the conflict code after about the timeout", "[lockrun]") {
+  temp_dir dir;
+  const auto lock = dir / "job.lock";
+  const auto marker = (dir / "ran").string();
+  holder_process holder(lock);
+  REQUIRE(holder.acquired());
+
+  SECTION("default code, with a message") {
+    lockrun_process p({"--timeout", "0.3", lock.string(), "--", "touch", marker});
+    p.close_stdin();
+    CHECK(p.finish() == 75);
+    CHECK(p.elapsed() >= 300ms);
+    CHECK(p.elapsed() < 15s);  // generous: a loaded machine
+    CHECK_THAT(p.err(), starts_with("lockrun: timed out after 0.3 s"));
+    CHECK_THAT(p.err(), contains_substring("held by pid " + std::to_string(holder.pid())));
+  }
+  SECTION("-E code, quietly") {
+    lockrun_process p({"-q", "-E", "9", "-t", ".2", lock.string(), "--", "touch", marker});
+    p.close_stdin();
+    CHECK(p.finish() == 9);
+    CHECK(p.elapsed() >= 200ms);
+    CHECK(p.err().empty());
+  }
+  SECTION("a timeout of 0 is one attempt") {
+    lockrun_process p({"-t", "0", lock.string(), "--", "touch", marker});
+    p.close_stdin();
+    CHECK(p.finish() == 75);
+    CHECK(p.elapsed() < 15s);
+  }
+  CHECK_FALSE(fs::exists(marker));
+  CHECK(holder.finish() == 0);
+}
+
+TEST_CASE("lockrun --status prints the state as one JSON object and exits 0 held, 1 free, 2 stale",
+          "[lockrun]") {
+  temp_dir dir;
+  const auto lock = dir / "job.lock";
+  const auto status_of = [&](std::vector<std::string> extra = {}) {
+    extra.push_back("--status");
+    extra.push_back(lock.string());
+    const auto r = run_lockrun(extra);
+    INFO("stdout: " << r.out << "stderr: " << r.err);
+    CHECK(r.err.empty());
+    auto json = parse_flat_json(r.out);
+    REQUIRE(json);
+    for (const char* key : {"state", "path", "validRecord", "pid", "host", "ownerID", "heartbeatAgeMs"})
+      CHECK(json->count(key) == 1);
+    CHECK(json->at("path") == lock.string());
+    return std::pair{r.exit, *json};
+  };
+
+  SECTION("free: no file") {
+    const auto [code, json] = status_of();
+    CHECK(code == 1);
+    CHECK(json.at("state") == "free");
+    CHECK(json.at("validRecord") == "false");
+    for (const char* key : {"pid", "host", "ownerID", "heartbeatAgeMs"}) CHECK(json.at(key) == "null");
+  }
+  SECTION("held: a live holder") {
+    holder_process holder(lock);
+    REQUIRE(holder.acquired());
+    const auto lease = lockfile::parse_lease(read_file(lock));
+    REQUIRE(lease);
+    const auto [code, json] = status_of();
+    CHECK(code == 0);
+    CHECK(json.at("state") == "held");
+    CHECK(json.at("validRecord") == "true");
+    CHECK(json.at("pid") == std::to_string(holder.pid()));
+    CHECK(json.at("host") == host_name());
+    CHECK(json.at("ownerID") == lease->owner_id);
+    const long long age = std::stoll(json.at("heartbeatAgeMs"));
+    CHECK(age >= 0);
+    CHECK(age < 3000);
+    CHECK(holder.finish() == 0);
+  }
+  SECTION("stale: an old heartbeat from a foreign owner") {
+    write_file(lock, foreign_record(std::chrono::system_clock::now() - 10s, 4242, "old-owner"));
+    const auto [code, json] = status_of();
+    CHECK(code == 2);
+    CHECK(json.at("state") == "stale");
+    CHECK(json.at("validRecord") == "true");
+    CHECK(json.at("pid") == "4242");
+    CHECK(json.at("host") == "null");  // the Go package writes no host
+    CHECK(json.at("ownerID") == "old-owner");
+    const long long age = std::stoll(json.at("heartbeatAgeMs"));
+    CHECK(age >= 10000);
+    CHECK(age < 70000);
+    SECTION("--stale longer than its age makes it held") {
+      const auto [held_exit, held_json] = status_of({"--stale", "30"});
+      CHECK(held_exit == 0);
+      CHECK(held_json.at("state") == "held");
+    }
+    CHECK(read_file(lock).find("old-owner") != std::string::npos);  // --status changes nothing
+  }
+  SECTION("a fresh file that is not a lease record is held") {
+    write_file(lock, "garbage");
+    const auto [code, json] = status_of();
+    CHECK(code == 0);
+    CHECK(json.at("state") == "held");
+    CHECK(json.at("validRecord") == "false");
+    CHECK(json.at("pid") == "null");
+    CHECK(json.at("ownerID") == "null");
+    CHECK(json.at("heartbeatAgeMs") != "null");
+  }
+}
+
+TEST_CASE("lockrun --status escapes the path and reads a lock held by lockrun", "[lockrun]") {
+  temp_dir dir;
+  const auto lock = (dir / "we\"ird\\na\tme.lock").string();
+  lockrun_process holder({lock, "--", "sh", "-c", "echo ready; read line; exit 0"});
+  REQUIRE(holder.wait_for_stdout("ready"));
+  const auto r = run_lockrun({"--status", lock});
+  CHECK(r.exit == 0);
+  const auto json = parse_flat_json(r.out);
+  REQUIRE(json);
+  CHECK(json->at("path") == lock);
+  CHECK(json->at("state") == "held");
+  CHECK(json->at("pid") == std::to_string(holder.pid()));
+  holder.close_stdin();
+  CHECK(holder.finish() == 0);
+}
+
+TEST_CASE("lockrun rejects bad usage with exit 64, a one-line error and the usage", "[lockrun]") {
+  temp_dir dir;
+  const auto lock = (dir / "job.lock").string();
+  const auto marker = (dir / "ran").string();
+  struct usage_case {
+    std::vector<std::string> args;
+    std::string error;  // expected in the one-line error
+  };
+  const std::vector<usage_case> cases = {
+      {{}, "missing LOCKFILE"},
+      {{lock}, "missing '--' and COMMAND"},
+      {{lock, "touch", marker}, "unexpected argument 'touch'"},
+      {{lock, "--"}, "missing COMMAND after '--'"},
+      {{"--", "touch", marker}, "missing LOCKFILE"},
+      {{"--frobnicate", lock, "--", "touch", marker}, "unknown option '--frobnicate'"},
+      {{"-z", lock, "--", "touch", marker}, "unknown option '-z'"},
+      {{"-wz", lock, "--", "touch", marker}, "unknown option '-z'"},
+      {{"--wait=yes", lock, "--", "touch", marker}, "option --wait takes no value"},
+      {{lock, "-t"}, "option -t needs a value"},
+      {{"-t", "abc", lock, "--", "touch", marker}, "invalid value 'abc' for -t"},
+      {{"-t", "-1", lock, "--", "touch", marker}, "invalid value '-1' for -t"},
+      {{"-t", "nan", lock, "--", "touch", marker}, "invalid value 'nan' for -t"},
+      {{"-t", "1s", lock, "--", "touch", marker}, "invalid value '1s' for -t"},
+      {{"--timeout=", lock, "--", "touch", marker}, "invalid value '' for --timeout"},
+      {{"--stale", "0", lock, "--", "touch", marker}, "invalid value '0' for --stale"},
+      {{"--stale", "1e9", lock, "--", "touch", marker}, "invalid value '1e9' for --stale"},
+      {{"--heartbeat", "0", lock, "--", "touch", marker}, "invalid value '0' for --heartbeat"},
+      {{"--heartbeat", "2.5", lock, "--", "touch", marker}, "invalid value '2.5' for --heartbeat"},
+      {{"--heartbeat", "500", "--stale", "0.5", lock, "--", "touch", marker}, "must be shorter than --stale"},
+      {{"-E", "256", lock, "--", "touch", marker}, "invalid value '256' for -E"},
+      {{"-E", "-1", lock, "--", "touch", marker}, "invalid value '-1' for -E"},
+      {{"--conflict-exit-code", "x", lock, "--", "touch", marker}, "invalid value 'x' for --conflict-exit-code"},
+      {{"--on-lost", "maybe", lock, "--", "touch", marker}, "invalid value 'maybe' for --on-lost"},
+      {{"--status"}, "missing LOCKFILE"},
+      {{"--status", lock, "--", "touch", marker}, "--status takes no COMMAND"},
+      {{"--status", "--stale", "-3", lock}, "invalid value '-3' for --stale"},
+      {{lock, lock, "--", "touch", marker}, "unexpected argument"},
+      {{(dir / "sub/").string(), "--", "touch", marker}, "does not name a file"},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.args);
+    const auto r = run_lockrun(c.args);
+    CHECK(r.exit == 64);
+    CHECK(r.out.empty());
+    const auto lines = lines_of(r.err);
+    REQUIRE(lines.size() >= 2);
+    CHECK_THAT(lines[0], starts_with("lockrun: "));
+    CHECK_THAT(lines[0], contains_substring(c.error));
+    CHECK_THAT(lines[1], starts_with("Usage: lockrun "));
+    CHECK_THAT(r.err, ends_with("\n"));
+  }
+  CHECK(dir.entries().empty());  // no command ran, no lock file was made
+}
+
+TEST_CASE("lockrun --help and --version print to stdout and exit 0", "[lockrun]") {
+  for (const char* flag : {"-h", "--help"}) {
+    const auto r = run_lockrun({flag});
+    CHECK(r.exit == 0);
+    CHECK_THAT(r.out, starts_with("Usage: lockrun [OPTIONS] LOCKFILE -- COMMAND [ARG...]\n"));
+    for (const char* option : {"--wait", "--timeout", "--stale", "--heartbeat", "--conflict-exit-code",
+                               "--on-lost", "--quiet", "--status", "--version"})
+      CHECK_THAT(r.out, contains_substring(option));
+    CHECK(r.err.empty());
+  }
+  const auto version = run_lockrun({"--version"});
+  CHECK(version.exit == 0);
+  CHECK(version.out == std::string("lockrun (lockfile) ") + LOCKFILE_VERSION + "\n");
+  // --help wins over what follows it
+  CHECK(run_lockrun({"--help", "--frobnicate"}).exit == 0);
+}
+
+TEST_CASE("lockrun exits 127 or 126 when the command cannot be run, and releases the lock", "[lockrun]") {
+  temp_dir dir;
+  const auto lock = (dir / "job.lock").string();
+  write_file(dir / "not-executable", "#!/bin/sh\necho hi\n");
+  ::chmod((dir / "not-executable").c_str(), 0644);
+  write_file(dir / "no-format", std::string("\x7f" "ELF-not-really\x01\x02\x03", 17));
+  ::chmod((dir / "no-format").c_str(), 0755);
+  fs::create_directory(dir / "a-directory");
+
+  const std::vector<std::pair<std::string, int>> cases = {
+      {(dir / "missing").string(), 127},                 // ENOENT, a path
+      {"lockrun-test-no-such-command", 127},             // ENOENT, searched in PATH
+      {(dir / "not-executable").string(), 126},          // EACCES
+      {(dir / "a-directory").string(), 126},             // EACCES
+      {(dir / "no-format").string(), 126},               // ENOEXEC
+  };
+  for (const auto& [command, code] : cases) {
+    CAPTURE(command);
+    const auto r = run_lockrun({lock, "--", command, "arg"});
+    CHECK(r.exit == code);
+    CHECK_THAT(r.err, starts_with("lockrun: cannot run '" + command + "'"));
+    CHECK_FALSE(fs::exists(lock));
+  }
+}
+
+TEST_CASE("lockrun passes SIGINT, SIGTERM, SIGHUP and SIGQUIT on to the command", "[lockrun]") {
+  temp_dir dir;
+  const auto lock = (dir / "job.lock").string();
+  // Each signal ends the command with its own status, so a wrong signal shows.
+  const auto [sig, expected] = GENERATE(std::pair{SIGINT, 40}, std::pair{SIGTERM, 41}, std::pair{SIGHUP, 42},
+                                        std::pair{SIGQUIT, 43});
+  CAPTURE(sig);
+  lockrun_process p(concat(
+      {lock, "--"},
+      looping_command("trap 'exit 40' INT; trap 'exit 41' TERM; trap 'exit 42' HUP; trap 'exit 43' QUIT;")));
+  REQUIRE(p.wait_for_stdout("ready"));
+  p.signal(sig);
+  CHECK(p.finish() == expected);
+  CHECK(p.err().empty());
+  CHECK_FALSE(fs::exists(lock));
+}
+
+TEST_CASE("lockrun starts the command with no signal blocked, and what was ignored stays ignored", "[lockrun]") {
+  temp_dir dir;
+  const auto lock = (dir / "job.lock").string();
+  // Started as some supervisors start programs: signals blocked, SIGHUP
+  // ignored (nohup). lockrun blocks signals of its own while it works.
+  lockrun_process p({lock, "--", "sh", "-c", "echo ready $$; read line; echo \"got $line\"; exec sleep 60"},
+                    {SIGTERM, SIGINT, SIGUSR1}, {SIGHUP});
+  REQUIRE(p.wait_for_stdout("\n"));
+  const auto first = lines_of(p.out()).at(0);
+  REQUIRE_THAT(first, starts_with("ready "));
+  const auto status = read_proc_file("/proc/" + first.substr(6) + "/status");
+  const auto mask_of = [&](const std::string& key) {
+    const auto at = status.find(key + ":");
+    REQUIRE(at != std::string::npos);
+    return std::stoull(status.substr(at + key.size() + 1, 20), nullptr, 16);
+  };
+  CHECK(mask_of("SigBlk") == 0);
+  CHECK((mask_of("SigIgn") >> (SIGHUP - 1) & 1) == 1);
+  CHECK((mask_of("SigIgn") >> (SIGTERM - 1) & 1) == 0);
+
+  p.signal(SIGHUP);  // ignored by lockrun (and by the command)
+  p.write_stdin("line\n");
+  REQUIRE(p.wait_for_stdout("got line"));
+  CHECK(p.running());
+  p.signal(SIGTERM);  // blocked by lockrun's parent, handled and passed on all the same
+  CHECK(p.finish() == 128 + SIGTERM);
+  CHECK_FALSE(fs::exists(lock));
+}
+
+TEST_CASE("lockrun exits 128+N when a forwarded signal N kills the command", "[lockrun]") {
+  temp_dir dir;
+  const auto lock = (dir / "job.lock").string();
+  lockrun_process p({lock, "--", "sh", "-c", "echo ready; exec sleep 60"});
+  REQUIRE(p.wait_for_stdout("ready"));
+  p.signal(SIGTERM);
+  CHECK(p.finish() == 128 + SIGTERM);
+  CHECK(p.exited_normally());
+  CHECK(p.elapsed() < 30s);
+  CHECK_FALSE(fs::exists(lock));
+}
+
+TEST_CASE("lockrun stops waiting on SIGTERM, exits 143 and leaves the holder alone", "[lockrun]") {
+  temp_dir dir;
+  const auto lock = dir / "job.lock";
+  const auto marker = (dir / "ran").string();
+  holder_process holder(lock);
+  REQUIRE(holder.acquired());
+  lockrun_process p({"-w", lock.string(), "--", "touch", marker});
+  p.close_stdin();
+  // Signal once lockrun has its handlers (its wait is then cancellable).
+  const auto status_file = "/proc/" + std::to_string(p.pid()) + "/status";
+  const auto cmdline_file = "/proc/" + std::to_string(p.pid()) + "/cmdline";
+  REQUIRE(eventually([&] {
+    if (read_proc_file(cmdline_file).rfind(LOCKFILE_LOCKRUN, 0) != 0) return false;  // not exec'd yet
+    const auto status = read_proc_file(status_file);
+    const auto at = status.find("SigCgt:");
+    if (at == std::string::npos) return false;
+    const auto mask = std::stoull(status.substr(at + 7, status.find('\n', at) - at - 7), nullptr, 16);
+    return (mask >> (SIGTERM - 1) & 1) != 0;
+  }));
+  p.signal(SIGTERM);
+  CHECK(p.finish() == 128 + SIGTERM);
+  CHECK(p.exited_normally());  // through its own handling, not killed
+  CHECK_FALSE(fs::exists(marker));
+  const auto status = lockfile::inspect(lock);
+  CHECK(status.state == lockfile::LockState::held);
+  REQUIRE(status.lease);
+  CHECK(status.lease->pid == holder.pid());
+  CHECK(holder.finish() == 0);
+}
+
+TEST_CASE("lockrun acts on a lost lease as --on-lost says", "[lockrun]") {
+  temp_dir dir;
+  const auto lock = (dir / "job.lock").string();
+  const std::vector<std::string> lease{"--heartbeat", "10", "--stale", "1"};
+
+  SECTION("default: the command gets SIGTERM, and a clean exit becomes 76") {
+    lockrun_process p(
+        concat(concat(lease, {lock, "--"}), looping_command("trap 'echo got-term; exit 0' TERM;")));
+    REQUIRE(p.wait_for_stdout("ready"));
+    fs::remove(lock);
+    CHECK(p.finish() == 76);
+    CHECK_THAT(p.out(), contains_substring("got-term"));
+    CHECK_THAT(p.err(), starts_with("lockrun: lost the lease on " + lock));
+  }
+  SECTION("--on-lost term: the command's own non-zero status wins") {
+    lockrun_process p(concat(concat(lease, {"--on-lost", "term", lock, "--"}),
+                             looping_command("trap 'exit 42' TERM;")));
+    REQUIRE(p.wait_for_stdout("ready"));
+    fs::remove(lock);
+    CHECK(p.finish() == 42);
+  }
+  SECTION("--on-lost term: a command that dies of the SIGTERM gives 76") {
+    lockrun_process p(concat(lease, {lock, "--", "sh", "-c", "echo ready; exec sleep 60"}));
+    REQUIRE(p.wait_for_stdout("ready"));
+    fs::remove(lock);
+    CHECK(p.finish() == 76);
+    CHECK(p.elapsed() < 30s);
+  }
+  SECTION("--on-lost kill: SIGKILL, 76") {
+    lockrun_process p(concat(concat(lease, {"--on-lost=kill", lock, "--"}),
+                             looping_command("trap 'echo got-term; exit 0' TERM;")));
+    REQUIRE(p.wait_for_stdout("ready"));
+    fs::remove(lock);
+    CHECK(p.finish() == 76);
+    CHECK(p.exited_normally());
+    CHECK(p.out().find("got-term") == std::string::npos);
+    CHECK_THAT(p.err(), contains_substring("killing the command"));
+  }
+  SECTION("--on-lost ignore: the command runs to completion and its status is returned") {
+    lockrun_process p(concat(concat(lease, {"--on-lost", "ignore", lock, "--"}),
+                             {"sh", "-c", "echo ready; read line; echo \"finished $line\"; exit 5"}));
+    REQUIRE(p.wait_for_stdout("ready"));
+    fs::remove(lock);
+    REQUIRE(p.wait_for_stderr("lost the lease"));
+    CHECK(p.running());
+    p.write_stdin("late\n");
+    CHECK(p.finish() == 5);
+    CHECK_THAT(p.out(), contains_substring("finished late"));
+  }
+  CHECK_FALSE(fs::exists(lock));
+}
+
+TEST_CASE("lockrun does not let the command inherit the lock's descriptor", "[lockrun]") {
+  temp_dir dir;
+  const auto lock = dir / "job.lock";
+  const auto wait_option = GENERATE(as<std::string>{}, "-q", "-w");  // -w also opens the waiting machinery
+  CAPTURE(wait_option);
+
+  SECTION("the command has no descriptor on the lock file, lockrun has one") {
+    lockrun_process p({wait_option, lock.string(), "--", "sh", "-c", "echo ready $$; read line; exit 0"});
+    REQUIRE(p.wait_for_stdout("\n"));
+    const auto words = lines_of(p.out()).at(0);
+    REQUIRE_THAT(words, starts_with("ready "));
+    const pid_t command_pid = std::stoi(words.substr(6));
+    const auto lock_identity = device_inode(lock);
+    REQUIRE_FALSE(lock_identity.empty());
+    INFO("lock file " << lock_identity);
+    const auto in_lockrun = open_files_of(p.pid());
+    CHECK(std::count(in_lockrun.begin(), in_lockrun.end(), lock_identity) >= 1);  // the test can see it
+    const auto in_command = open_files_of(command_pid);
+    CHECK_FALSE(in_command.empty());
+    CHECK(std::count(in_command.begin(), in_command.end(), lock_identity) == 0);
+    p.close_stdin();
+    CHECK(p.finish() == 0);
+  }
+  SECTION("the command gets exactly stdin, stdout and stderr") {
+    // The test closes everything above 2 before starting lockrun, so any
+    // other descriptor came from lockrun or the library.
+    lockrun_process p({wait_option, lock.string(), "--", LOCKFILE_TEST_HELPER, "fds"});
+    p.close_stdin();
+    CHECK(p.finish() == 0);
+    std::vector<std::string> numbers;
+    for (const auto& line : lines_of(p.out())) numbers.push_back(line.substr(0, line.find(' ')));
+    std::sort(numbers.begin(), numbers.end());
+    CHECK(numbers == std::vector<std::string>{"0", "1", "2"});
+  }
+}
+
+TEST_CASE("a lockrun killed with its command leaves a lock the next lockrun takes at once", "[lockrun]") {
+  temp_dir dir;
+  const auto lock = (dir / "job.lock").string();
+  lockrun_process crashed({"--stale", "60", lock, "--", "sh", "-c", "echo ready; exec sleep 60"});
+  REQUIRE(crashed.wait_for_stdout("ready"));
+  crashed.signal_group(SIGKILL);
+  CHECK(crashed.finish() == 128 + SIGKILL);
+  REQUIRE(fs::exists(lock));  // nobody released it
+  // Same machine, same PID namespace: the dead owner is seen at once,
+  // not after the 60 s lease.
+  lockrun_process next({"--stale", "60", lock, "--", "true"});
+  next.close_stdin();
+  CHECK(next.finish() == 0);
+  CHECK(next.elapsed() < 10s);
+  CHECK_FALSE(fs::exists(lock));
+}
+
+TEST_CASE("lockrun exits 74 when the lock file cannot be used", "[lockrun]") {
+  temp_dir dir;
+  fs::create_directory(dir / "a-directory");
+  const auto path = (dir / "a-directory").string();
+  const auto run = run_lockrun({path, "--", "true"});
+  CHECK(run.exit == 74);
+  CHECK_THAT(run.err, starts_with("lockrun: cannot take the lock: "));
+  const auto status = run_lockrun({"--status", path});
+  CHECK(status.exit == 74);
+  CHECK(status.out.empty());
+  CHECK_THAT(status.err, starts_with("lockrun: "));
+  CHECK(fs::is_directory(path));
+}
+
+#endif  // LOCKFILE_LOCKRUN

@@ -11,6 +11,8 @@
 #include "lockfile_catch.hpp"
 #include "support.hpp"
 
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -748,4 +750,82 @@ TEST_CASE("dead owner: a lock waiting on a holder that the override calls alive 
   CHECK(calls.load() >= 1);
   CHECK(calls.load() < 500);  // a poll period of tens of milliseconds: about 40
   CHECK(wait_exit(child) == 0);
+}
+
+namespace {
+
+// Runs body in a child whose /proc is an empty tmpfs (a private mount
+// namespace): the probe must then fall back to kill(pid, 0). 77 when this
+// machine does not let us mount.
+int with_proc_hidden(const std::function<int()>& body) {
+  return wait_exit(fork_child([&] {
+    if (::unshare(CLONE_NEWNS) != 0) return 77;
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return 77;
+    if (::mount("tmpfs", "/proc", "tmpfs", 0, "size=4k") != 0) return 77;
+    return body();
+  }));
+}
+
+}  // namespace
+
+TEST_CASE("dead owner: when /proc/PID cannot be read (hidepid), only kill(pid, 0) proves death", "[dead-owner]") {
+  // The identity (boot id, PID namespace) was read while /proc was visible,
+  // as under hidepid, which hides only other users' processes.
+  temp_dir dir;
+  const auto path = dir / "app.lock";
+  SECTION("a holder that is gone (ESRCH) is taken over at once") {
+    const pid_t crashed = fork_child([&]() -> int {
+      PIDLock lock(path, slow());
+      std::error_code ec;
+      lock.acquire(ec);
+      ::_exit(ec ? 2 : 0);  // no release
+    });
+    REQUIRE(wait_exit(crashed) == 0);  // reaped: kill() now says ESRCH
+    (void)lockfile::inspect(path, slow());  // our identity, read with /proc visible
+    const int code = with_proc_hidden([&] {
+      if (fs::exists("/proc/self")) return 3;
+      PIDLock lock(path, slow());
+      return lock.try_lock() ? 0 : 1;
+    });
+    if (code == 77) LOCKFILE_SKIP("cannot mount over /proc here (needs root and a mount namespace)");
+    CHECK(code == 0);
+  }
+  SECTION("a live holder stays held") {
+    holder_process holder(path, slow());
+    REQUIRE(holder.acquired());
+    (void)lockfile::inspect(path, slow());
+    const int code = with_proc_hidden([&] {
+      PIDLock lock(path, slow());
+      return lock.try_lock() ? 1 : 0;
+    });
+    if (code == 77) LOCKFILE_SKIP("cannot mount over /proc here (needs root and a mount namespace)");
+    CHECK(code == 0);
+    CHECK(holder.finish() == 0);
+  }
+}
+
+TEST_CASE("dead owner: a process that cannot read /proc at all knows no identity, so only the lease decides",
+          "[dead-owner]") {
+  temp_dir dir;
+  const auto path = dir / "app.lock";
+  const pid_t crashed = fork_child([&]() -> int {
+    PIDLock lock(path, slow());
+    std::error_code ec;
+    lock.acquire(ec);
+    ::_exit(ec ? 2 : 0);  // no release
+  });
+  REQUIRE(wait_exit(crashed) == 0);
+  const int code = with_proc_hidden([&] {
+    // A fresh process image, which reads its identity now, with /proc hidden.
+    const std::string stale = std::to_string(std::chrono::milliseconds(long_threshold).count());
+    const pid_t inner = ::fork();
+    if (inner == 0) {
+      ::execl(LOCKFILE_TEST_HELPER, LOCKFILE_TEST_HELPER, "try", path.c_str(), stale.c_str(), "250",
+              static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    return wait_exit(inner);
+  });
+  if (code == 77) LOCKFILE_SKIP("cannot mount over /proc here (needs root and a mount namespace)");
+  CHECK(code == 1);  // held: the crashed holder's 60 s lease, no fast path
 }

@@ -8,6 +8,9 @@
 //   lockfile_test_helper hold PATH STALE_MS HEARTBEAT_MS
 //       acquires PATH, prints "held PID", holds until stdin reaches end of
 //       file, releases and exits 0 (2 when the lock could not be taken).
+//   lockfile_test_helper try PATH STALE_MS HEARTBEAT_MS
+//       one try_lock() in a fresh process image: exits 0 when it acquired
+//       (and releases), 1 when the lock is held, 2 on an error.
 //   lockfile_test_helper hold-main-exits PATH STALE_MS HEARTBEAT_MS
 //       as hold, but the main thread then ends with pthread_exit() while a
 //       second thread waits for end of file on stdin, releases and exits 0:
@@ -64,6 +67,17 @@ int hold(const char* path, long stale_ms, long heartbeat_ms) {
   return ec ? 3 : 0;
 }
 
+int try_once(const char* path, long stale_ms, long heartbeat_ms) {
+  lockfile::PIDLock lock(path, {.lease_heartbeat_interval = std::chrono::milliseconds(heartbeat_ms),
+                                .lease_stale_threshold = std::chrono::milliseconds(stale_ms)});
+  try {
+    return lock.try_lock() ? 0 : 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "lockfile_test_helper: %s\n", e.what());
+    return 2;
+  }
+}
+
 int hold_main_exits(const char* path, long stale_ms, long heartbeat_ms) {
   // On the heap: pthread_exit() unwinds main's stack, which must not release it.
   auto* lock = new lockfile::PIDLock(
@@ -94,10 +108,11 @@ int main(int argc, char** argv) {
   const std::string_view mode = argc > 1 ? argv[1] : "";
   if (mode == "fds" && argc == 2) return list_descriptors();
   if (mode == "hold" && argc == 5) return hold(argv[2], std::atol(argv[3]), std::atol(argv[4]));
+  if (mode == "try" && argc == 5) return try_once(argv[2], std::atol(argv[3]), std::atol(argv[4]));
   if (mode == "hold-main-exits" && argc == 5)
     return hold_main_exits(argv[2], std::atol(argv[3]), std::atol(argv[4]));
   std::fprintf(stderr,
-               "usage: lockfile_test_helper fds | hold PATH STALE_MS HEARTBEAT_MS"
+               "usage: lockfile_test_helper fds | hold PATH STALE_MS HEARTBEAT_MS | try PATH STALE_MS HEARTBEAT_MS"
                " | hold-main-exits PATH STALE_MS HEARTBEAT_MS\n");
   return 64;
 }

@@ -45,6 +45,27 @@ constexpr auto fast_bound = 5s;
 
 Options slow() { return {.lease_heartbeat_interval = 250ms, .lease_stale_threshold = long_threshold}; }
 
+// A child that takes the lock and exits without releasing it: no release, no
+// destructor, as if exit() skipped cleanup. Exits 2 if it could not take it.
+pid_t crash_while_holding(const fs::path& path) {
+  return fork_child([&]() -> int {
+    PIDLock lock(path, slow());
+    std::error_code ec;
+    lock.acquire(ec);
+    ::_exit(ec ? 2 : 0);
+  });
+}
+
+// Waits for a child's exit without reaping it: it stays a zombie, and its
+// pid and /proc entry (with the right start time) stay.
+void wait_unreaped(pid_t child) {
+  siginfo_t info{};
+  int rc = 0;
+  do rc = ::waitid(P_PID, static_cast<id_t>(child), &info, WEXITED | WNOWAIT);
+  while (rc != 0 && errno == EINTR);
+  REQUIRE(rc == 0);
+}
+
 // --- what /proc says, read independently of the library ------------------
 
 struct proc_facts {
@@ -298,13 +319,7 @@ TEST_CASE("dead owner: a process that exited without releasing does not block th
           "[dead-owner]") {
   temp_dir dir;
   const auto path = dir / "app.lock";
-  const pid_t child = fork_child([&] {
-    PIDLock lock(path, slow());
-    std::error_code ec;
-    lock.acquire(ec);
-    if (ec) return 2;
-    ::_exit(0);  // no release, no destructor: as if exit() skipped cleanup
-  });
+  const pid_t child = crash_while_holding(path);
   REQUIRE(wait_exit(child) == 0);
   REQUIRE(fs::exists(path));
   const auto record = record_at(path);
@@ -322,20 +337,8 @@ TEST_CASE("dead owner: a process that exited without releasing does not block th
 TEST_CASE("dead owner: a holder that exited but was not yet reaped (a zombie) is dead", "[dead-owner]") {
   temp_dir dir;
   const auto path = dir / "app.lock";
-  const pid_t child = fork_child([&] {
-    PIDLock lock(path, slow());
-    std::error_code ec;
-    lock.acquire(ec);
-    if (ec) return 2;
-    ::_exit(0);
-  });
-  // Wait for the exit without reaping: the child stays a zombie, and its pid
-  // and /proc entry (with the right start time) stay.
-  siginfo_t info{};
-  int rc;
-  do rc = ::waitid(P_PID, static_cast<id_t>(child), &info, WEXITED | WNOWAIT);
-  while (rc != 0 && errno == EINTR);
-  REQUIRE(rc == 0);
+  const pid_t child = crash_while_holding(path);
+  wait_unreaped(child);
   const auto facts = proc_facts_of(child);
   REQUIRE(facts);
   CHECK(facts->state == 'Z');
@@ -725,18 +728,8 @@ TEST_CASE("dead owner: a lock waiting on a holder that the override calls alive 
           "[dead-owner]") {
   temp_dir dir;
   const auto path = dir / "app.lock";
-  const pid_t child = fork_child([&] {
-    PIDLock lock(path, slow());
-    std::error_code ec;
-    lock.acquire(ec);
-    if (ec) return 2;
-    ::_exit(0);
-  });
-  siginfo_t info{};
-  int rc;
-  do rc = ::waitid(P_PID, static_cast<id_t>(child), &info, WEXITED | WNOWAIT);
-  while (rc != 0 && errno == EINTR);
-  REQUIRE(rc == 0);
+  const pid_t child = crash_while_holding(path);
+  wait_unreaped(child);
 
   std::atomic<int> calls{0};
   Options options = slow();
@@ -774,12 +767,7 @@ TEST_CASE("dead owner: when /proc/PID cannot be read (hidepid), only kill(pid, 0
   temp_dir dir;
   const auto path = dir / "app.lock";
   SECTION("a holder that is gone (ESRCH) is taken over at once") {
-    const pid_t crashed = fork_child([&]() -> int {
-      PIDLock lock(path, slow());
-      std::error_code ec;
-      lock.acquire(ec);
-      ::_exit(ec ? 2 : 0);  // no release
-    });
+    const pid_t crashed = crash_while_holding(path);
     REQUIRE(wait_exit(crashed) == 0);  // reaped: kill() now says ESRCH
     (void)lockfile::inspect(path, slow());  // our identity, read with /proc visible
     const int code = with_proc_hidden([&] {
@@ -808,12 +796,7 @@ TEST_CASE("dead owner: a process that cannot read /proc at all knows no identity
           "[dead-owner]") {
   temp_dir dir;
   const auto path = dir / "app.lock";
-  const pid_t crashed = fork_child([&]() -> int {
-    PIDLock lock(path, slow());
-    std::error_code ec;
-    lock.acquire(ec);
-    ::_exit(ec ? 2 : 0);  // no release
-  });
+  const pid_t crashed = crash_while_holding(path);
   REQUIRE(wait_exit(crashed) == 0);
   const int code = with_proc_hidden([&] {
     // A fresh process image, which reads its identity now, with /proc hidden.

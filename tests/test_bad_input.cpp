@@ -4,6 +4,7 @@
 #include "support.hpp"
 
 #include <grp.h>
+#include <sys/resource.h>
 #include <sched.h>
 #include <sys/mount.h>
 
@@ -202,5 +203,31 @@ TEST_CASE("a read-only file system (EROFS) gives an error and leaves no file") {
     return dir.entries().empty() ? 0 : 2;
   });
   if (code == 77) LOCKFILE_SKIP("cannot mount a tmpfs here (needs root and a mount namespace)");
+  CHECK(code == 0);
+}
+
+TEST_CASE("when the heartbeat thread cannot be started, the acquisition is undone and reported") {
+  // Without renewal the lease would silently expire under a holder that
+  // believes it holds: the file is removed and the error thrown instead.
+  temp_dir dir;
+  fs::permissions(dir.path(), fs::perms::all);  // nobody may create files here
+  const int code = as_unprivileged([&] {
+    // No new process or thread for this user: pthread_create fails (EAGAIN).
+    const rlimit none{0, 0};
+    if (::setrlimit(RLIMIT_NPROC, &none) != 0) return 77;
+    PIDLock lock(dir / "app.lock");
+    std::error_code ec;
+    lock.acquire(ec);
+    if (!ec) return 1;
+    if (lock.held()) return 2;
+    if (!dir.entries().empty()) return 3;  // undone: no lock file, no temporary file
+    try {
+      lock.acquire();
+      return 4;
+    } catch (const fs::filesystem_error& e) {
+      return std::string(e.what()).find("heartbeat thread") != std::string::npos ? 0 : 5;
+    }
+  });
+  if (code == 77) LOCKFILE_SKIP("cannot limit processes here");
   CHECK(code == 0);
 }

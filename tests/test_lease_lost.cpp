@@ -4,7 +4,10 @@
 #include "lockfile_catch.hpp"
 #include "support.hpp"
 
+#include <poll.h>
+
 #include <atomic>
+#include <cstdlib>
 
 using namespace lockfile_test;
 using lockfile::PIDLock;
@@ -162,4 +165,114 @@ TEST_CASE("a holder that releases before its renewal noticed the loss is still t
   CHECK(calls.load() == 1);  // told before release() returned
   CHECK(read_file(path) == replacement);
   CHECK_FALSE(lock.held());
+}
+
+namespace {
+
+// The helper binary in hold-report mode under the pwrite-failing shim:
+// it holds the lock and prints "lost" when told, "held=N" at the end.
+class faulty_holder {
+ public:
+  faulty_holder(const fs::path& path, const fs::path& flag, long stale_ms, long heartbeat_ms) {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(to_child_.read_end, STDIN_FILENO);
+      ::dup2(from_child_.write_end, STDOUT_FILENO);
+      ::setenv("LD_PRELOAD", LOCKFILE_FAIL_PWRITE_SHIM, 1);
+      ::setenv("LOCKFILE_FAIL_PWRITE_WHILE", flag.c_str(), 1);
+      const char* asan = std::getenv("ASAN_OPTIONS");
+      const std::string options = std::string(asan ? asan : "") + ":verify_asan_link_order=0";
+      ::setenv("ASAN_OPTIONS", options.c_str(), 1);
+      const auto stale = std::to_string(stale_ms);
+      const auto heartbeat = std::to_string(heartbeat_ms);
+      ::execl(LOCKFILE_TEST_HELPER, LOCKFILE_TEST_HELPER, "hold-report", path.c_str(), stale.c_str(),
+              heartbeat.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    to_child_.close_read();
+    from_child_.close_write();
+  }
+  ~faulty_holder() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      wait_exit(pid_);
+    }
+  }
+  faulty_holder(const faulty_holder&) = delete;
+  faulty_holder& operator=(const faulty_holder&) = delete;
+
+  // The next line it prints, or "" after the deadline.
+  std::string line(std::chrono::milliseconds limit = 10s) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    for (;;) {
+      const auto end = buffer_.find('\n');
+      if (end != std::string::npos) {
+        auto text = buffer_.substr(0, end);
+        buffer_.erase(0, end + 1);
+        return text;
+      }
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return "";
+      pollfd ready{from_child_.read_end, POLLIN, 0};
+      if (::poll(&ready, 1, static_cast<int>(left.count())) <= 0) continue;
+      char chunk[256];
+      const ssize_t n = ::read(from_child_.read_end, chunk, sizeof chunk);
+      if (n <= 0) return "";
+      buffer_.append(chunk, static_cast<std::size_t>(n));
+    }
+  }
+  // Ends its hold: its last line says whether it still held the lock.
+  std::string finish() {
+    to_child_.close_write();
+    auto last = line();
+    if (last == "lost") last = line();
+    const int code = wait_exit(pid_);
+    pid_ = -1;
+    return code == 0 ? last : "exit " + std::to_string(code);
+  }
+
+ private:
+  pipe_pair to_child_;
+  pipe_pair from_child_;
+  std::string buffer_;
+  pid_t pid_ = -1;
+};
+
+}  // namespace
+
+TEST_CASE("lease renewal rides out a transient EIO, and gives up only after stale - interval of failures") {
+  // DESIGN.md: a failed write (EIO, ESTALE, ENOSPC) is retried on the next
+  // tick; ownership is declared lost only when no renewal has succeeded for
+  // lease_stale_threshold - lease_heartbeat_interval.
+  temp_dir dir;
+  const auto path = dir / "app.lock";
+  const auto flag = dir.path().parent_path() / (dir.path().filename().string() + ".fail-pwrite");
+  struct remove_flag {
+    fs::path flag;
+    ~remove_flag() { fs::remove(flag); }
+  } cleanup{flag};
+  faulty_holder holder(path, flag, 1500, 50);
+  REQUIRE(holder.line().rfind("held ", 0) == 0);
+
+  SECTION("a fault shorter than the margin: never lost, renewals resume") {
+    write_file(flag, "");
+    const auto stuck = lockfile::parse_lease(read_file(path));
+    REQUIRE(stuck);
+    // The fault lasts 400 ms: the length of the fault, not a synchronization.
+    std::this_thread::sleep_for(400ms);
+    CHECK(lockfile::parse_lease(read_file(path))->heartbeat == stuck->heartbeat);  // writes did fail
+    fs::remove(flag);
+    CHECK(eventually([&] { return lockfile::parse_lease(read_file(path))->heartbeat > stuck->heartbeat; }));
+    CHECK(holder.finish() == "held=1");
+  }
+  SECTION("a lasting fault: lost once no renewal succeeded for stale - interval, not before") {
+    const auto start = std::chrono::steady_clock::now();
+    write_file(flag, "");
+    CHECK(holder.line() == "lost");
+    const auto waited = std::chrono::steady_clock::now() - start;
+    CHECK(waited >= 1300ms);  // 1500 - 50, less the part of a tick that had passed
+    CHECK(waited < 10s);
+    fs::remove(flag);
+    CHECK(holder.finish() == "held=0");
+  }
 }

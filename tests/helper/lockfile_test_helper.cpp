@@ -8,6 +8,9 @@
 //   lockfile_test_helper hold PATH STALE_MS HEARTBEAT_MS
 //       acquires PATH, prints "held PID", holds until stdin reaches end of
 //       file, releases and exits 0 (2 when the lock could not be taken).
+//   lockfile_test_helper hold-report PATH STALE_MS HEARTBEAT_MS
+//       as hold, and prints "lost" when on_lease_lost runs; at end of file
+//       on stdin prints "held=0" or "held=1", releases and exits 0.
 //   lockfile_test_helper try PATH STALE_MS HEARTBEAT_MS
 //       one try_lock() in a fresh process image: exits 0 when it acquired
 //       (and releases), 1 when the lock is held, 2 on an error.
@@ -67,6 +70,27 @@ int hold(const char* path, long stale_ms, long heartbeat_ms) {
   return ec ? 3 : 0;
 }
 
+int hold_report(const char* path, long stale_ms, long heartbeat_ms) {
+  lockfile::PIDLock lock(path, {.lease_heartbeat_interval = std::chrono::milliseconds(heartbeat_ms),
+                                .lease_stale_threshold = std::chrono::milliseconds(stale_ms),
+                                .on_lease_lost = [] {
+                                  std::printf("lost\n");
+                                  std::fflush(stdout);
+                                }});
+  std::error_code ec;
+  lock.acquire(ec);
+  if (ec) return 2;
+  std::printf("held %d\n", static_cast<int>(::getpid()));
+  std::fflush(stdout);
+  char buffer[64];
+  while (::read(STDIN_FILENO, buffer, sizeof buffer) > 0) {
+  }
+  std::printf("held=%d\n", lock.held() ? 1 : 0);
+  std::fflush(stdout);
+  lock.release(ec);
+  return 0;
+}
+
 int try_once(const char* path, long stale_ms, long heartbeat_ms) {
   lockfile::PIDLock lock(path, {.lease_heartbeat_interval = std::chrono::milliseconds(heartbeat_ms),
                                 .lease_stale_threshold = std::chrono::milliseconds(stale_ms)});
@@ -108,11 +132,13 @@ int main(int argc, char** argv) {
   const std::string_view mode = argc > 1 ? argv[1] : "";
   if (mode == "fds" && argc == 2) return list_descriptors();
   if (mode == "hold" && argc == 5) return hold(argv[2], std::atol(argv[3]), std::atol(argv[4]));
+  if (mode == "hold-report" && argc == 5)
+    return hold_report(argv[2], std::atol(argv[3]), std::atol(argv[4]));
   if (mode == "try" && argc == 5) return try_once(argv[2], std::atol(argv[3]), std::atol(argv[4]));
   if (mode == "hold-main-exits" && argc == 5)
     return hold_main_exits(argv[2], std::atol(argv[3]), std::atol(argv[4]));
   std::fprintf(stderr,
                "usage: lockfile_test_helper fds | hold PATH STALE_MS HEARTBEAT_MS | try PATH STALE_MS HEARTBEAT_MS"
-               " | hold-main-exits PATH STALE_MS HEARTBEAT_MS\n");
+               " | hold-main-exits PATH STALE_MS HEARTBEAT_MS | hold-report PATH STALE_MS HEARTBEAT_MS\n");
   return 64;
 }

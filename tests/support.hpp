@@ -72,11 +72,11 @@ inline std::string read_file(const fs::path& path) {
 // Sets a file's modification time (instead of sleeping until it is old).
 inline void set_mtime(const fs::path& path, std::chrono::system_clock::time_point when) {
   const auto nanos = std::chrono::duration_cast<std::chrono::nanoseconds>(when.time_since_epoch()).count();
+  // Both times: bindfs (libfuse) drops the mtime when atime is UTIME_OMIT.
   struct timespec times[2];
-  times[0].tv_sec = 0;
-  times[0].tv_nsec = UTIME_OMIT;
   times[1].tv_sec = static_cast<time_t>(nanos / 1'000'000'000);
   times[1].tv_nsec = static_cast<long>(nanos % 1'000'000'000);
+  times[0] = times[1];
   if (::utimensat(AT_FDCWD, path.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0)
     throw std::runtime_error("utimensat failed on " + path.string());
 }

@@ -2,6 +2,7 @@
 // error category, lock_held_error, and inspect() on hand-made lock files
 // (DESIGN.md "Public API", "Errors and bad input", "Clarifications").
 #include "lockfile_catch.hpp"
+#include "support.hpp"
 
 #include <lockfile/lockfile.hpp>
 
@@ -71,16 +72,7 @@ std::string read_file(const fs::path& path) {
 
 // Sets the file's modification time to now + offset (offset may be negative).
 void set_mtime(const fs::path& path, std::chrono::nanoseconds offset) {
-  const auto when = std::chrono::system_clock::now() + offset;
-  const auto nanos =
-      std::chrono::duration_cast<std::chrono::nanoseconds>(when.time_since_epoch()).count();
-  struct timespec times[2];
-  times[0].tv_sec = 0;
-  times[0].tv_nsec = UTIME_OMIT;
-  times[1].tv_sec = static_cast<time_t>(nanos / 1'000'000'000);
-  times[1].tv_nsec = static_cast<long>(nanos % 1'000'000'000);
-  if (::utimensat(AT_FDCWD, path.c_str(), times, 0) != 0)
-    throw std::runtime_error("utimensat failed on " + path.string());
+  lockfile_test::set_mtime(path, std::chrono::system_clock::now() + offset);
 }
 
 struct file_snapshot {

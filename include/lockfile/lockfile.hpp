@@ -22,6 +22,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <exception>
@@ -42,6 +43,7 @@
 #include <vector>
 
 #if defined(__unix__) || defined(__APPLE__)
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>  // NOLINT(modernize-deprecated-headers): POSIX sigset_t, pthread_sigmask
@@ -53,7 +55,9 @@
 #include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #endif
 #else
 #error "lockfile needs a POSIX system (link, flock, O_NOFOLLOW)"
@@ -761,6 +765,26 @@ inline std::error_code stat_path(const std::filesystem::path& path, file_facts& 
   return {};
 }
 
+// fstat that does not trust the client's attribute cache: on a network file
+// system (and FUSE) fstat may answer from a cache, or for the name rather
+// than the open file. statx with AT_STATX_FORCE_SYNC asks the server.
+inline std::error_code stat_fd_fresh(int fd, file_facts& out) {
+#if defined(__linux__) && defined(STATX_BASIC_STATS) && defined(AT_STATX_FORCE_SYNC)
+  struct statx st {};
+  if (::statx(fd, "", AT_EMPTY_PATH | AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, &st) == 0) {
+    out.identity = {makedev(st.stx_dev_major, st.stx_dev_minor), static_cast<ino_t>(st.stx_ino)};
+    out.regular = S_ISREG(st.stx_mode);
+    out.directory = S_ISDIR(st.stx_mode);
+    out.links = st.stx_nlink;
+    out.modified = from_unix_nanos(static_cast<std::int64_t>(st.stx_mtime.tv_sec) * 1'000'000'000 +
+                                   st.stx_mtime.tv_nsec);
+    return {};
+  }
+  if (errno != ENOSYS) return errno_code();
+#endif
+  return stat_fd(fd, out);
+}
+
 // Reads from offset 0 up to limit + 1 bytes, so that "larger than limit" is
 // known without reading a large file whole. The buffer starts small and
 // grows: a lease record is a few hundred bytes, and zero-filling 64 KiB on
@@ -855,6 +879,106 @@ inline std::error_code make_directories(const std::filesystem::path& dir, mode_t
   return errno_code();
 }
 
+// Which removal path a directory's file system takes (DESIGN.md "Protocol",
+// step 4). On the file systems known to be local, one kernel sees every
+// flock and answers stat from the inode itself. Everything else (NFS,
+// SMB/CIFS, FUSE, 9p, Ceph, GFS2, OCFS2, Lustre, GPFS, and any type not
+// listed here) is treated as a network file system.
+enum class fs_path { local, network };
+
+inline bool known_local_file_system(std::uint32_t magic) {
+  switch (magic) {
+    case 0xEF53U:      // ext2, ext3, ext4
+    case 0x58465342U:  // xfs
+    case 0x9123683EU:  // btrfs
+    case 0x01021994U:  // tmpfs
+    case 0x858458F6U:  // ramfs
+    case 0x794C7630U:  // overlayfs
+    case 0xF2F52010U:  // f2fs
+    case 0x2FC12FC1U:  // zfs
+    case 0xCA451A4EU:  // bcachefs
+      return true;
+    default:
+      return false;
+  }
+}
+
+struct fs_path_decision {
+  fs_path path = fs_path::network;
+  bool final = false;  // decided on dir itself, not on an ancestor
+};
+
+// Decided on dir, or while dir does not exist yet on its nearest existing
+// ancestor (where it will be created). Unknown means network: the network
+// path is correct everywhere, only slower.
+inline fs_path_decision decide_fs_path(const std::filesystem::path& dir) {
+  fs_path_decision out;
+#if defined(__linux__)
+  auto at = dir.empty() ? std::filesystem::path(".") : dir;
+  for (bool first = true;; first = false) {
+    struct statfs fs {};
+    if (::statfs(at.c_str(), &fs) == 0) {
+      out.path = known_local_file_system(static_cast<std::uint32_t>(fs.f_type)) ? fs_path::local
+                                                                                  : fs_path::network;
+      out.final = first;
+      return out;
+    }
+    if (errno != ENOENT) return out;
+    auto parent = at.parent_path();
+    if (parent.empty() || parent == at) return out;
+    at = std::move(parent);
+  }
+#else
+  (void)dir;
+  return out;
+#endif
+}
+
+// rename(2) for moving a file aside; ENOENT when it vanished first.
+inline std::error_code move_name(const std::filesystem::path& from, const std::filesystem::path& to) {
+  return ::rename(from.c_str(), to.c_str()) == 0 ? std::error_code{} : errno_code();
+}
+
+// Gives a moved-aside file its name back, unless someone has taken the name
+// meanwhile (link fails with EEXIST; without hard links, a rename that
+// refuses to replace). The aside name is gone afterwards either way: if the
+// name was taken, the file's owner has lost the lock, and learns it at its
+// next renewal.
+inline std::error_code put_back(const std::filesystem::path& aside, const std::filesystem::path& path) {
+  std::error_code ec;
+  if (::link(aside.c_str(), path.c_str()) == 0) {
+    remove_name(aside);
+    return ec;
+  }
+  ec = errno_code();
+#if defined(__linux__) && defined(RENAME_NOREPLACE)
+  if (ec.value() == EPERM || not_supported(ec.value())) {
+    if (::renameat2(AT_FDCWD, aside.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) == 0) return {};
+    ec = errno_code();
+  }
+#endif
+  remove_name(aside);
+  return ec;
+}
+
+// The names in dir that start with prefix (for sweeping protocol leftovers).
+inline std::vector<std::string> names_starting_with(const std::filesystem::path& dir, std::string_view prefix) {
+  std::vector<std::string> names;
+  const int fd = open_file(dir.c_str(), O_RDONLY | O_DIRECTORY, 0, last_component::follow);
+  if (fd < 0) return names;
+  DIR* listing = ::fdopendir(fd);
+  if (listing == nullptr) {
+    ::close(fd);
+    return names;
+  }
+  while (const dirent* entry = ::readdir(listing)) {
+    const std::string_view name = entry->d_name;
+    if (name.substr(0, prefix.size()) == prefix) names.emplace_back(name);
+  }
+  ::closedir(listing);
+  return names;
+}
+
 // The result of trying to create the lock file with a complete record.
 struct publication {
   unique_fd fd;           // the lock file, open read-write, when published
@@ -865,8 +989,10 @@ struct publication {
 
 // Writes bytes into a file nobody can see yet and links it to path in one
 // step, so that no reader ever sees a partial record from a live owner.
+// private_name is the private file of the portable fallback, in path's
+// directory: ".<name>.<ownerID>.tmp", a name readers ignore.
 inline publication publish_new_file(const std::filesystem::path& path, std::string_view bytes,
-                                    mode_t mode, std::string_view private_suffix) {
+                                    mode_t mode, const std::filesystem::path& private_name) {
   publication out;
   const auto dir = path.parent_path();
   auto fail = [&](const char* operation, std::error_code ec) {
@@ -897,10 +1023,6 @@ inline publication publish_new_file(const std::filesystem::path& path, std::stri
 #endif
 
   // Portable: a private named file, linked into place, then unnamed again.
-  // (Appended piecewise: GCC 12 warns falsely on "." + std::string at -O2.)
-  std::string private_leaf(1, '.');
-  private_leaf.append(path.filename().native()).append(1, '.').append(private_suffix).append(".tmp");
-  const auto private_name = dir / private_leaf;
   unique_fd named(open_file(private_name.c_str(), O_RDWR | O_CREAT | O_EXCL | no_atime, mode));
   if (!named) return fail("create lock file", errno_code());
   if (auto ec = write_at(named.get(), bytes, 0)) {
@@ -908,6 +1030,14 @@ inline publication publish_new_file(const std::filesystem::path& path, std::stri
     return fail("write lock file", ec);
   }
   if (::link(private_name.c_str(), path.c_str()) == 0) {
+    // Keep a descriptor opened through the lock's own name, and close the
+    // private one before unnaming it: a network client keeps a file that is
+    // unlinked while open under a hidden name (".nfsXXXX", ".fuse_hidden...")
+    // until it is closed, and FUSE file systems on libfuse's path API tie a
+    // descriptor (and its flock) to the name it was opened by. Nobody can
+    // take a record this fresh from under us in between.
+    unique_fd through_name(open_file(path.c_str(), O_RDWR | no_atime));
+    if (through_name) named = std::move(through_name);
     remove_name(private_name);
     out.fd = std::move(named);
     return out;
@@ -934,8 +1064,8 @@ inline publication publish_new_file(const std::filesystem::path& path, std::stri
 // says they are missing (the common case costs no mkdir).
 inline publication publish(const std::filesystem::path& path, std::string_view bytes,
                            mode_t file_mode, mode_t directory_mode,
-                           std::string_view private_suffix) {
-  auto result = publish_new_file(path, bytes, file_mode, private_suffix);
+                           const std::filesystem::path& private_name) {
+  auto result = publish_new_file(path, bytes, file_mode, private_name);
   if (result.error != std::errc::no_such_file_or_directory) return result;
   if (auto ec = make_directories(path.parent_path(), directory_mode)) {
     result.error = ec;
@@ -943,7 +1073,7 @@ inline publication publish(const std::filesystem::path& path, std::string_view b
     result.subject = path.parent_path();
     return result;
   }
-  return publish_new_file(path, bytes, file_mode, private_suffix);
+  return publish_new_file(path, bytes, file_mode, private_name);
 }
 
 // A look at someone else's lock file: its descriptor, identity and bytes.
@@ -955,19 +1085,30 @@ struct observed_file {
   const char* operation = "read lock file";
 };
 
-inline observed_file observe_file(const std::filesystem::path& path) {
+// On a network file system (fresh) the attributes come from the server, not
+// from a cache; the file is opened anew either way, so that its bytes are
+// read fresh too (NFS close-to-open consistency, FUSE's open). A file that
+// vanishes between open and read (ENOENT, or ESTALE from a server that
+// removed it) is reported as ENOENT: vanished, to be retried.
+inline observed_file observe_file(const std::filesystem::path& path, fs_path kind = fs_path::local) {
   observed_file out;
+  const auto vanished_as_enoent = [](std::error_code ec) {
+    return ec == std::errc::no_such_file_or_directory || ec.value() == ESTALE
+               ? std::make_error_code(std::errc::no_such_file_or_directory)
+               : ec;
+  };
   // Read-write where permitted: NFS emulates flock with POSIX locks, which
   // need a writable descriptor. O_NONBLOCK: a FIFO at the path must not hang us.
   out.fd.reset(open_file(path.c_str(), O_RDWR | O_NONBLOCK));
   if (!out.fd && (errno == EACCES || errno == EROFS || errno == EPERM || errno == ETXTBSY))
     out.fd.reset(open_file(path.c_str(), O_RDONLY | O_NONBLOCK));
   if (!out.fd) {
-    out.error = errno_code();
+    out.error = vanished_as_enoent(errno_code());
     out.operation = "open lock file";
     return out;
   }
-  if ((out.error = stat_fd(out.fd.get(), out.facts))) return out;
+  out.error = kind == fs_path::network ? stat_fd_fresh(out.fd.get(), out.facts) : stat_fd(out.fd.get(), out.facts);
+  if ((out.error = vanished_as_enoent(out.error))) return out;
   if (out.facts.directory) {
     out.error = errno_code(EISDIR);
     return out;
@@ -977,7 +1118,7 @@ inline observed_file observe_file(const std::filesystem::path& path) {
     out.operation = "read lock file (not a regular file)";
     return out;
   }
-  out.error = read_prefix(out.fd.get(), out.bytes, max_record_bytes);
+  out.error = vanished_as_enoent(read_prefix(out.fd.get(), out.bytes, max_record_bytes));
   return out;
 }
 
@@ -1312,6 +1453,17 @@ inline unique_fd open_holder_exit_fd(int pid, std::uint64_t start_time) {
 #endif
 }
 
+// The protocol's own names beside a lock file, ".<name>.<middle><suffix>":
+// private publication files (".tmp"), claims (".claim", ".claim.1", ...) and
+// files moved aside (".reclaim"). Readers ignore them.
+// (Appended piecewise: GCC 12 warns falsely on "." + std::string at -O2.)
+inline std::filesystem::path protocol_name(const std::filesystem::path& lock_file, std::string_view middle,
+                                           std::string_view suffix) {
+  std::string leaf(1, '.');
+  leaf.append(lock_file.filename().native()).append(1, '.').append(middle).append(suffix);
+  return lock_file.parent_path() / leaf;
+}
+
 // Unique across processes, hosts and calls: pid, wall time, a counter and
 // 64 random bits.
 inline std::string new_owner_id(int pid, std::chrono::system_clock::time_point now) {
@@ -1451,6 +1603,7 @@ struct held_lease {
   std::chrono::milliseconds stale_threshold{};
   steady_clock::time_point last_renewed;
   int owner_process = 0;         // a forked child owns nothing
+  fs_path kind = fs_path::local; // network: identity is the bytes, read fresh
 
   void set_record(std::string bytes) {
     record = std::move(bytes);
@@ -1471,36 +1624,55 @@ struct held_lease {
 
 enum class renewal { renewed, failed, lost };
 
+// Gone, replaced, or naming another owner. Look once more a moment later
+// before declaring the loss: a network file system may answer wrongly for an
+// instant.
+inline renewal lost_unless_transient(held_lease& held) {
+  if (held.recheck_soon) return renewal::lost;
+  held.recheck_soon = true;
+  return renewal::failed;
+}
+
 // Rewrites the record in place with a new heartbeat, after checking that the
-// path still names our inode and that it still carries our ownerID: three
-// system calls (lstat, pread, pwrite).
+// path still names our file and that it still carries our ownerID.
+//
+// Local file systems: three system calls (lstat, pread, pwrite); the file is
+// ours when the path names our inode. Network file systems: the path is
+// opened anew and read fresh, and is ours when its bytes are the record we
+// last wrote (inode numbers and cached attributes decide nothing there).
 //
 // Renewal takes no flock. A reclaimer can only have judged this lease stale
 // after it went unrenewed for the whole threshold; if the renewal lands
 // between that reclaimer's check and its unlink, it writes into an inode that
-// is about to be unnamed, and the next renewal finds the path gone. Holding
-// the flock here would not shorten that window (held() stays true until the
-// next tick either way), and would cost two system calls per heartbeat.
+// is about to be unnamed, and the next renewal finds the path gone. (On the
+// network path the reclaimer moves the file aside, reads it again, and puts
+// it back when this write changed it.) Holding the flock here would not
+// shorten that window (held() stays true until the next tick either way),
+// and would cost two system calls per heartbeat.
 inline renewal renew(held_lease& held) {
   std::lock_guard guard(held.mutex);
   if (!held.active.load()) return renewal::renewed;  // released meanwhile: nothing to do
-  file_facts named;
-  const auto error = stat_path(held.path, named);
-  if (error && error != std::errc::no_such_file_or_directory) return renewal::failed;
-  if (error || named.identity != held.identity) {
-    // Gone or replaced. Look once more a moment later before declaring the
-    // loss: a network file system may answer wrongly for an instant.
-    if (held.recheck_soon) return renewal::lost;
-    held.recheck_soon = true;
-    return renewal::failed;
-  }
-  held.recheck_soon = false;
   std::string& bytes = held.scratch;
-  if (read_prefix(held.fd.get(), bytes, max_record_bytes)) return renewal::failed;
+  if (held.kind == fs_path::network) {
+    auto seen = observe_file(held.path, fs_path::network);
+    if (seen.error == std::errc::no_such_file_or_directory) return lost_unless_transient(held);
+    if (seen.error) return renewal::failed;
+    bytes = std::move(seen.bytes);
+  } else {
+    file_facts named;
+    const auto error = stat_path(held.path, named);
+    if (error && error != std::errc::no_such_file_or_directory) return renewal::failed;
+    if (error || named.identity != held.identity) return lost_unless_transient(held);
+    if (read_prefix(held.fd.get(), bytes, max_record_bytes)) return renewal::failed;
+  }
   if (bytes != held.record) {  // rewritten by someone: still ours only if it names us
     const auto on_disk = parse_lease(bytes);
-    if (!on_disk || on_disk->owner_id != held.lease.owner_id) return renewal::lost;
+    if (!on_disk || on_disk->owner_id != held.lease.owner_id) {
+      if (held.kind == fs_path::network) return lost_unless_transient(held);
+      return renewal::lost;
+    }
   }
+  held.recheck_soon = false;
 
   const auto now = system_clock::now();
   char digits[24];
@@ -1805,7 +1977,7 @@ class PIDLock {
   // judge it. Changes nothing.
   LockStatus inspect() const {
     std::lock_guard guard(op_mutex_);
-    auto seen = detail::observe_file(absolute_);
+    auto seen = detail::observe_file(absolute_, file_system());
     if (seen.error == std::errc::no_such_file_or_directory) return {};
     if (seen.error) throw std::filesystem::filesystem_error(seen.operation, path_, seen.error);
     return detail::judge(seen.bytes, seen.facts, options_, &memory_, detail::self_identity()).status;
@@ -1827,6 +1999,10 @@ class PIDLock {
   // Files that vanish under an attempt are retried at once, without counting
   // against acquire_retry_limit; this only bounds a pathological loop.
   static constexpr int max_vanished_passes = 1000;
+
+  // Claims of one generation stack up only when claimants die or stall; past
+  // this many stale levels, a claim counts as busy.
+  static constexpr int max_claim_levels = 16;
 
   static std::chrono::steady_clock::time_point forever() {
     return std::chrono::steady_clock::time_point::max();
@@ -1895,6 +2071,16 @@ class PIDLock {
     throw std::filesystem::filesystem_error(o.operation, path_, o.error);
   }
 
+  // Local or network removal path (DESIGN.md "Protocol", step 4), decided
+  // once the lock's directory exists; until then, on its nearest existing
+  // ancestor, every time.
+  detail::fs_path file_system() const {
+    if (fs_path_) return *fs_path_;
+    const auto decision = detail::decide_fs_path(absolute_.parent_path());
+    if (decision.final) fs_path_ = decision.path;
+    return decision.path;
+  }
+
   bool has_lease() const {
     std::lock_guard guard(state_mutex_);
     return held_ != nullptr;
@@ -1941,7 +2127,8 @@ class PIDLock {
       auto lease = new_lease(self);
       const auto record = format_lease(lease);
       auto published = detail::publish(absolute_, record, detail::to_mode(options_.file_mode),
-                                       detail::to_mode(options_.directory_mode), lease.owner_id);
+                                       detail::to_mode(options_.directory_mode),
+                                       detail::protocol_name(absolute_, lease.owner_id, ".tmp"));
       if (!published.error) return take_ownership(std::move(published.fd), std::move(lease), record);
       if (published.error != std::errc::file_exists) {
         auto failed = failure(published.operation, published.error);
@@ -1949,7 +2136,8 @@ class PIDLock {
         return failed;
       }
 
-      auto seen = detail::observe_file(absolute_);
+      const auto kind = file_system();
+      auto seen = detail::observe_file(absolute_, kind);
       if (seen.error == std::errc::no_such_file_or_directory) {
         if (++vanished < max_vanished_passes) continue;
         return with(attempt_result::retry_limit);
@@ -1964,9 +2152,11 @@ class PIDLock {
       }
 
       const auto& judged = seen.bytes;
-      switch (remove_lock_file_if(seen.fd.get(), seen.facts.identity,
-                                  [&](const std::string& now) { return now == judged; })) {
+      switch (remove_if(kind, seen.fd, seen.facts.identity, judged,
+                        [&](const std::string& now) { return now == judged; })) {
         case removal::removed:
+          if (kind == detail::fs_path::network) sweep_leftovers(self);
+          [[fallthrough]];
         case removal::vanished:
           if (++vanished < max_vanished_passes) continue;
           return with(attempt_result::retry_limit);
@@ -1980,71 +2170,227 @@ class PIDLock {
           if (stop.stop_requested()) return with(attempt_result::retry_limit);
           continue;
         case removal::failed:
-          return failure("remove stale lock file", removal_error_);
+          return failure(removal_operation_, removal_error_);
       }
     }
   }
 
-  // The one removal primitive, for reclamation and release alike: unlink the
-  // path only if it still names the inode we opened and that inode still
-  // holds the bytes we judged. Every unlink of the path happens under the
-  // flock of the inode it names, and nobody can create the path while it
-  // exists, so the check and the unlink are one step: no contender can ever
-  // delete a fresh lock.
-  //
-  // The flock is dropped explicitly on the way out, not left to close():
-  // a fork() by another thread meanwhile would share the descriptor, and
-  // the child would hold the flock for its whole life.
+  // The one removal primitive, for reclamation and release alike: remove the
+  // lock file only if it is still the file we judged. fd is our descriptor
+  // of it, identity its inode (local file systems only), generation the
+  // bytes judged (they name the claim on network file systems), expected
+  // tells whether bytes read now are still that file. On the network path
+  // fd is closed before the file is unlinked: a network client keeps an
+  // unlinked file that is still open under a temporary name (NFS ".nfsXXXX",
+  // libfuse ".fuse_hiddenXXXX") until it is closed.
+  template <class BytesAreExpected>
+  removal remove_if(detail::fs_path kind, detail::unique_fd& fd, detail::file_identity identity,
+                    std::string_view generation, BytesAreExpected&& expected) {
+    if (kind == detail::fs_path::network) return remove_claimed(fd, generation, expected);
+    return remove_lock_file_if(fd.get(), identity, expected);
+  }
+
+  removal removal_failed(const char* operation, std::error_code ec) {
+    removal_operation_ = operation;
+    removal_error_ = ec;
+    return removal::failed;
+  }
+
+  // flock on the judged file, dropped explicitly on the way out, not left to
+  // close(): a fork() by another thread meanwhile would share the
+  // descriptor, and the child would hold the flock for its whole life.
+  struct flock_filter {
+    int fd = -1;
+    detail::flock_result result = detail::flock_result::unsupported;
+    std::error_code error;
+    explicit flock_filter(int descriptor) : fd(descriptor) {
+      if (fd >= 0) result = detail::try_flock(fd, error);
+    }
+    flock_filter(const flock_filter&) = delete;
+    flock_filter& operator=(const flock_filter&) = delete;
+    ~flock_filter() { unlock(); }
+    void unlock() {
+      if (result == detail::flock_result::locked) detail::unlock_flock(fd);
+      result = detail::flock_result::unsupported;
+    }
+  };
+
+  // Local file systems: unlink the path only if it still names the inode we
+  // opened and that inode still holds the bytes we judged. Every unlink of
+  // the path happens under the flock of the inode it names, and nobody can
+  // create the path while it exists, so the check and the unlink are one
+  // step: no contender can ever delete a fresh lock.
   template <class BytesAreExpected>
   removal remove_lock_file_if(int fd, detail::file_identity identity, BytesAreExpected&& expected) {
-    std::error_code ec;
-    const auto locked = detail::try_flock(fd, ec);
-    struct unlock_on_exit {  // NOLINT(cppcoreguidelines-special-member-functions): never copied
-      int fd;
-      bool locked;
-      ~unlock_on_exit() {
-        if (locked) detail::unlock_flock(fd);
-      }
-    } flock_guard{fd, locked == detail::flock_result::locked};
-    switch (locked) {
+    const flock_filter filter(fd);
+    switch (filter.result) {
       case detail::flock_result::locked:
       case detail::flock_result::unsupported:  // a same-host filter only; the checks follow
         break;
       case detail::flock_result::busy:
         return removal::busy;
       case detail::flock_result::failed:
-        removal_error_ = ec;
-        return removal::failed;
+        return removal_failed("lock stale lock file", filter.error);
     }
     detail::file_facts named;
     if (auto error = detail::stat_path(absolute_, named)) {
       if (error == std::errc::no_such_file_or_directory) return removal::vanished;
-      removal_error_ = error;
-      return removal::failed;
+      return removal_failed("stat lock file", error);
     }
     if (named.identity != identity) return removal::changed;
     std::string bytes;
-    if (auto error = detail::read_prefix(fd, bytes, detail::max_record_bytes)) {
-      removal_error_ = error;
-      return removal::failed;
-    }
+    if (auto error = detail::read_prefix(fd, bytes, detail::max_record_bytes))
+      return removal_failed("read lock file", error);
     if (!expected(bytes)) return removal::changed;
     if (auto error = detail::remove_name(absolute_)) {
       if (error == std::errc::no_such_file_or_directory) return removal::vanished;
-      removal_error_ = error;
-      return removal::failed;
+      return removal_failed("remove stale lock file", error);
     }
     return removal::removed;
   }
 
+  // The claim of one generation of the lock file: ".<name>.<token>.claim",
+  // token a hash of the generation's ownerID (of its bytes when it is not a
+  // valid record), so that everyone who judged the same file contends for
+  // the same claim.
+  std::filesystem::path claim_name(std::string_view generation, int level) const {
+    const auto record = parse_lease(generation);
+    const std::string_view identity = record ? std::string_view(record->owner_id) : generation;
+    std::uint64_t hash = 14695981039346656037ULL;  // FNV-1a
+    for (const char c : identity) hash = (hash ^ static_cast<unsigned char>(c)) * 1099511628211ULL;
+    char token[17] = {};
+    std::to_chars(token, token + 16, hash, 16);
+    std::string suffix = ".claim";
+    if (level > 0) suffix.append(1, '.').append(std::to_string(level));
+    return detail::protocol_name(absolute_, token, suffix);
+  }
+
+  // Network or unknown file systems (DESIGN.md "Protocol", step 4): flock
+  // is at most a same-host filter there, and stat may answer from a cache
+  // or for the name, so identity is decided by bytes read fresh, and removal
+  // of one generation is serialized across hosts by a claim file published
+  // like a lock. Under the claim: check fresh, move the file aside, check the
+  // moved file fresh (a renewal may have landed in between), then unlink it
+  // or put it back.
+  template <class BytesAreExpected>
+  removal remove_claimed(detail::unique_fd& fd, std::string_view generation, BytesAreExpected&& expected) {
+    using detail::fs_path;
+    flock_filter filter(fd.get());
+    if (filter.result == detail::flock_result::busy) return removal::busy;
+    // Any other flock failure: flock is only a filter here.
+
+    const auto self = detail::self_identity();
+    const Lease claim = new_lease(self);
+    const auto claim_record = format_lease(claim);
+    const auto mode = detail::to_mode(options_.file_mode);
+    std::vector<std::pair<std::filesystem::path, std::string>> abandoned;  // stale lower levels
+    std::filesystem::path claimed;
+    std::chrono::steady_clock::time_point claimed_at;
+    for (int level = 0, vanished = 0;;) {
+      if (level > max_claim_levels) return removal::busy;
+      auto name = claim_name(generation, level);
+      claimed_at = std::chrono::steady_clock::now();
+      auto published = detail::publish_new_file(name, claim_record, mode,
+                                                detail::protocol_name(absolute_, claim.owner_id, ".tmp"));
+      if (!published.error) {
+        claimed = std::move(name);
+        break;  // (its descriptor closes here: the claim is only a name)
+      }
+      if (published.error != std::errc::file_exists)
+        return removal_failed("claim stale lock file", published.error);
+      auto other = detail::observe_file(name, fs_path::network);
+      other.fd.reset();
+      if (other.error == std::errc::no_such_file_or_directory && ++vanished < max_vanished_passes) continue;
+      if (other.error) return removal_failed("read claim of stale lock file", other.error);
+      if (detail::judge(other.bytes, other.facts, options_, nullptr, self).status.state == LockState::held)
+        return removal::busy;  // someone else is removing this generation
+      abandoned.emplace_back(std::move(name), std::move(other.bytes));
+      ++level;
+    }
+
+    const auto outcome = [&] {
+      auto seen = detail::observe_file(absolute_, fs_path::network);
+      seen.fd.reset();
+      if (seen.error == std::errc::no_such_file_or_directory) return removal::vanished;
+      if (seen.error) return removal_failed(seen.operation, seen.error);
+      if (!expected(seen.bytes)) return removal::changed;
+      // Others may take the next claim level once ours is stale: move only
+      // while it is young, so that the moment is far from that.
+      if (std::chrono::steady_clock::now() - claimed_at >= options_.lease_stale_threshold / 2)
+        return removal::changed;
+      const auto aside = detail::protocol_name(absolute_, claim.owner_id, ".reclaim");
+      if (auto error = detail::move_name(absolute_, aside)) {
+        if (error == std::errc::no_such_file_or_directory) return removal::vanished;
+        return removal_failed("move stale lock file aside", error);
+      }
+      auto moved = detail::observe_file(aside, fs_path::network);
+      moved.fd.reset();
+      if (!moved.error && expected(moved.bytes)) {
+        filter.unlock();
+        fd.reset();
+        detail::remove_name(aside);
+        return removal::removed;
+      }
+      if (moved.error == std::errc::no_such_file_or_directory) return removal::vanished;
+      detail::put_back(aside, absolute_);  // it changed: a live owner renewed it
+      return removal::changed;
+    }();
+
+    // The claim goes, and the abandoned levels below it, each only if it is
+    // still the stale file judged.
+    detail::remove_name(claimed);
+    for (const auto& [name, bytes] : abandoned) {
+      auto again = detail::observe_file(name, fs_path::network);
+      again.fd.reset();
+      if (!again.error && again.bytes == bytes) detail::remove_name(name);
+    }
+    return outcome;
+  }
+
+  // Protocol leftovers beside the lock file (a claim, a file moved aside or
+  // a private publication file of a process that crashed mid-way) are judged
+  // like lease records and removed once stale. Run after a reclamation on a
+  // network file system: leftovers come from crashes, and crashes from
+  // reclamations and releases there. Best effort: failures are ignored.
+  void sweep_leftovers(const detail::process_identity& self) {
+    const auto dir = absolute_.parent_path();
+    const auto prefix = detail::protocol_name(absolute_, "", "").filename().native();
+    const auto is_leftover = [](std::string_view name) {
+      const auto ends = [&](std::string_view suffix) {
+        return name.size() >= suffix.size() && name.substr(name.size() - suffix.size()) == suffix;
+      };
+      if (ends(".claim") || ends(".reclaim") || ends(".tmp")) return true;
+      const auto dot = name.rfind('.');
+      const auto level = name.substr(dot + 1);
+      return name.substr(0, dot).ends_with(".claim") && !level.empty() &&
+             level.find_first_not_of("0123456789") == std::string_view::npos;
+    };
+    for (const auto& leaf : detail::names_starting_with(dir, prefix)) {
+      if (!is_leftover(leaf)) continue;
+      const auto name = dir / leaf;
+      auto seen = detail::observe_file(name, detail::fs_path::network);
+      seen.fd.reset();
+      if (seen.error) continue;
+      if (detail::judge(seen.bytes, seen.facts, options_, nullptr, self).status.state != LockState::stale) continue;
+      auto again = detail::observe_file(name, detail::fs_path::network);
+      again.fd.reset();
+      if (!again.error && again.bytes == seen.bytes) detail::remove_name(name);
+    }
+  }
+
   attempt_outcome take_ownership(detail::unique_fd fd, Lease lease, std::string record) {
     auto held = std::make_shared<detail::held_lease>();
+    held->kind = file_system();
     detail::file_facts facts;
-    if (auto ec = detail::stat_fd(fd.get(), facts)) {
-      // Without its identity we cannot fence; but we published it an instant
-      // ago, and no contender may reclaim a lease this fresh.
-      detail::remove_name(absolute_);
-      return failure("stat lock file", ec);
+    // The inode identifies our file on local file systems only; on network
+    // ones the bytes do.
+    if (held->kind == detail::fs_path::local) {
+      if (auto ec = detail::stat_fd(fd.get(), facts)) {
+        // Without its identity we cannot fence; but we published it an
+        // instant ago, and no contender may reclaim a lease this fresh.
+        detail::remove_name(absolute_);
+        return failure("stat lock file", ec);
+      }
     }
     held->fd = std::move(fd);
     held->path = absolute_;
@@ -2058,7 +2404,8 @@ class PIDLock {
     held->on_lost = options_.on_lease_lost;
     if (auto ec = detail::heartbeat_service::instance().add(held)) {
       // Without renewal the lease would silently expire: undo the acquisition.
-      remove_lock_file_if(held->fd.get(), held->identity, [](const std::string&) { return true; });
+      remove_if(held->kind, held->fd, held->identity, held->record,
+                [&](const std::string& bytes) { return bytes == held->record; });
       return failure("start heartbeat thread", ec);
     }
     memory_.forget();
@@ -2138,10 +2485,10 @@ class PIDLock {
       const auto on_disk = parse_lease(bytes);
       return on_disk && on_disk->owner_id == held->lease.owner_id;
     };
-    auto removed = remove_lock_file_if(held->fd.get(), held->identity, ours);
+    auto removed = remove_if(held->kind, held->fd, held->identity, held->record, ours);
     for (int tries = 1; removed == removal::busy && tries < options_.acquire_retry_limit; ++tries) {
       std::this_thread::sleep_for(options_.acquire_retry_delay);
-      removed = remove_lock_file_if(held->fd.get(), held->identity, ours);
+      removed = remove_if(held->kind, held->fd, held->identity, held->record, ours);
     }
     held->fd.reset();
     if (removed == removal::changed || removed == removal::vanished) {
@@ -2154,7 +2501,7 @@ class PIDLock {
     }
     if (removed == removal::busy) {
       ec = std::make_error_code(std::errc::resource_unavailable_try_again);
-      return "release lock file (flock stayed busy; the file is left to go stale)";
+      return "release lock file (another process kept checking it; the file is left to go stale)";
     }
     return "";
   }
@@ -2205,6 +2552,8 @@ class PIDLock {
   std::shared_ptr<detail::held_lease> held_;
   detail::observation_memory memory_;
   std::error_code removal_error_;
+  const char* removal_operation_ = "remove stale lock file";
+  mutable std::optional<detail::fs_path> fs_path_;  // guarded by op_mutex_
   std::unique_ptr<detail::wait_channel> channel_;  // guarded by state_mutex_; made by waiting
 };
 
@@ -2218,10 +2567,26 @@ namespace lockfile {
 // Judges the lock file exactly as a single acquire attempt would; changes
 // nothing. Throws filesystem_error when the file cannot be read.
 inline LockStatus inspect(const std::filesystem::path& lock_file, const Options& options) {
-  auto seen = detail::observe_file(lock_file);
+  const auto kind = detail::decide_fs_path(std::filesystem::absolute(lock_file).parent_path()).path;
+  auto seen = detail::observe_file(lock_file, kind);
   if (seen.error == std::errc::no_such_file_or_directory) return {};
   if (seen.error) throw std::filesystem::filesystem_error(seen.operation, lock_file, seen.error);
   return detail::judge(seen.bytes, seen.facts, options, nullptr, detail::self_identity()).status;
+}
+
+// Which removal path a lock file takes (README, "Network file systems").
+// local: its directory is on a file system known to be local (ext2/3/4, xfs,
+// btrfs, tmpfs, ramfs, overlayfs, f2fs, zfs, bcachefs), where flock and stat
+// are one kernel's. network: anything else (NFS, SMB/CIFS, FUSE, 9p, Ceph,
+// GFS2, OCFS2, Lustre, GPFS, unknown types, and every system but Linux),
+// where removal goes through claim files and identity is decided by bytes
+// read fresh. A directory that does not exist yet is decided by its nearest
+// existing ancestor.
+enum class FileSystemKind { local, network };
+
+inline FileSystemKind file_system_kind(const std::filesystem::path& lock_file) {
+  const auto decision = detail::decide_fs_path(std::filesystem::absolute(lock_file).parent_path());
+  return decision.path == detail::fs_path::local ? FileSystemKind::local : FileSystemKind::network;
 }
 
 }  // namespace lockfile

@@ -1,0 +1,392 @@
+// The network file-system lane (issue #8, DESIGN.md "Protocol" step 4): two
+// FUSE mounts (bindfs) of one directory behave like two hosts that share
+// files but not flocks, and both take the network path (claims, fresh reads,
+// identity by bytes). Run through tests/netfs/run.sh, which mounts them and
+// passes, in the environment:
+//   LOCKFILE_NETFS_REAL  the backing directory (watched with inotify)
+//   LOCKFILE_NETFS_A     one bindfs mount of it
+//   LOCKFILE_NETFS_B     another bindfs mount of it
+#include "lockfile_catch.hpp"
+#include "support.hpp"
+
+#include <lockfile/lockfile.hpp>
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/inotify.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <new>
+#include <set>
+#include <string>
+#include <string_view>
+#include <thread>
+
+using namespace lockfile_test;
+using namespace std::chrono_literals;
+using lockfile::LockState;
+using lockfile::PIDLock;
+
+namespace {
+
+// Set by the race test: every move of a lock file aside (the library's
+// rename to ".<name>.<owner>.reclaim") waits this long first. That widens
+// the gap between a reclaimer's fresh check and its move, in which, without
+// the claim, another mount completes a whole reclamation and publication:
+// the race the claim exists for, made frequent enough to see.
+std::atomic<int> move_aside_delay_us{0};
+
+}  // namespace
+
+// This program's own rename(): calls from the library (inlined into this
+// executable) bind to it; it forwards to the C library's.
+extern "C" int rename(const char* from, const char* to) noexcept {
+  using rename_fn = int (*)(const char*, const char*);
+  static const auto real = reinterpret_cast<rename_fn>(::dlsym(RTLD_NEXT, "rename"));
+  if (const int delay = move_aside_delay_us.load(); delay > 0 && std::string_view(to).ends_with(".reclaim"))
+    std::this_thread::sleep_for(std::chrono::microseconds(delay));
+  return real(from, to);
+}
+
+namespace {
+
+// One test's directory, seen three ways: directly, and through each mount.
+struct shared_directory {
+  fs::path real;
+  fs::path a;
+  fs::path b;
+
+  shared_directory() {
+    const char* real_root = std::getenv("LOCKFILE_NETFS_REAL");
+    const char* a_root = std::getenv("LOCKFILE_NETFS_A");
+    const char* b_root = std::getenv("LOCKFILE_NETFS_B");
+    if (!real_root || !a_root || !b_root)
+      throw std::runtime_error("run these tests through tests/netfs/run.sh (it mounts the two views)");
+    std::string pattern = std::string(real_root) + "/case-XXXXXX";
+    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    real = pattern;
+    a = fs::path(a_root) / real.filename();
+    b = fs::path(b_root) / real.filename();
+  }
+  ~shared_directory() {
+    std::error_code ignored;
+    fs::remove_all(real, ignored);
+  }
+  shared_directory(const shared_directory&) = delete;
+  shared_directory& operator=(const shared_directory&) = delete;
+
+  // The protocol's own files must not outlive a test that ends cleanly.
+  std::set<std::string> entries() const {
+    std::set<std::string> names;
+    for (const auto& entry : fs::directory_iterator(real)) names.insert(entry.path().filename().string());
+    return names;
+  }
+};
+
+// Memory shared with forked children; T must be default-constructible.
+template <class T>
+T* shared_memory() {
+  void* memory = ::mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (memory == MAP_FAILED) throw std::runtime_error("mmap failed");
+  return new (memory) T{};
+}
+
+// Waits (spinning politely) until cond holds; false after the deadline.
+template <class Condition>
+bool await(Condition&& cond, std::chrono::seconds limit = 60s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(100us);
+  }
+  return true;
+}
+
+// Counts renames of one name away from the watched directory.
+class move_watch {
+ public:
+  move_watch(const fs::path& dir, std::string name) : name_(std::move(name)) {
+    fd_ = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd_ < 0 || ::inotify_add_watch(fd_, dir.c_str(), IN_MOVED_FROM) < 0)
+      throw std::runtime_error("inotify failed");
+  }
+  ~move_watch() { ::close(fd_); }
+  move_watch(const move_watch&) = delete;
+  move_watch& operator=(const move_watch&) = delete;
+
+  // Renames of the name since the last call.
+  int moves() {
+    int count = 0;
+    alignas(inotify_event) char buffer[16384];
+    ssize_t n;
+    while ((n = ::read(fd_, buffer, sizeof buffer)) > 0) {
+      for (char* at = buffer; at < buffer + n;) {
+        const auto* event = reinterpret_cast<const inotify_event*>(at);
+        if ((event->mask & IN_MOVED_FROM) && event->len > 0 && name_ == event->name) ++count;
+        at += sizeof(inotify_event) + event->len;
+      }
+    }
+    return count;
+  }
+
+ private:
+  int fd_ = -1;
+  std::string name_;
+};
+
+// Note: libfuse keeps a file that is unlinked while still open under a
+// hidden name (".fuse_hiddenXXXX", as NFS does with ".nfsXXXX") until it
+// sees the file closed, and close() reaches it asynchronously: directory
+// listings are therefore checked with eventually().
+
+// Reads one byte from a pipe within limit; '\0' on timeout or end of file.
+char receive_within(const pipe_pair& pipe, std::chrono::milliseconds limit) {
+  pollfd readable{pipe.read_end, POLLIN, 0};
+  if (::poll(&readable, 1, static_cast<int>(limit.count())) != 1) return '\0';
+  return pipe.receive();
+}
+
+}  // namespace
+
+TEST_CASE("two mounts: the lock directory takes the network path through each of them") {
+  shared_directory dir;
+  CHECK(lockfile::file_system_kind(dir.a / "x.lock") == lockfile::FileSystemKind::network);
+  CHECK(lockfile::file_system_kind(dir.b / "x.lock") == lockfile::FileSystemKind::network);
+}
+
+TEST_CASE("two mounts: 8 processes race on one stale file, one winner per round, no live file moved") {
+  constexpr int workers = 8;
+  constexpr int rounds = 200;
+  shared_directory dir;
+  struct board {
+    std::atomic<int> round{-1};
+    std::atomic<int> reported{0};
+    std::atomic<int> release_round{-1};
+    std::atomic<int> released{0};
+    std::array<std::atomic<int>, workers> result{};  // 1 won, 0 lost, -1 error
+    std::array<std::atomic<int>, workers> still_held{};
+  };
+  auto* shared = shared_memory<board>();
+  move_aside_delay_us = 3000;
+  std::vector<pid_t> children;
+  for (int w = 0; w < workers; ++w) {
+    const fs::path lock_file = (w % 2 == 0 ? dir.a : dir.b) / "x.lock";
+    children.push_back(fork_child([&, w, lock_file]() -> int {
+      for (int r = 0; r < rounds; ++r) {
+        if (!await([&] { return shared->round.load() == r; })) return 10;
+        PIDLock lock(lock_file, {.acquire_retry_delay = 2ms});
+        int won = -1;
+        try {
+          won = lock.try_lock() ? 1 : 0;
+        } catch (...) {
+        }
+        shared->result[w] = won;
+        ++shared->reported;
+        if (!await([&] { return shared->release_round.load() == r; })) return 11;
+        shared->still_held[w] = lock.held() ? 1 : 0;
+        lock.release();
+        ++shared->released;
+      }
+      return 0;
+    }));
+  }
+
+  move_watch watch(dir.real, "x.lock");
+  int rounds_with_one_winner = 0;
+  int errors = 0;
+  int live_moves = 0;
+  int winners_that_lost_it = 0;
+  for (int r = 0; r < rounds; ++r) {
+    // A stale file from a foreign owner, put in place by rename (atomic).
+    write_file(dir.real / "stale.tmp", foreign_record(std::chrono::system_clock::now() - 1h));
+    fs::rename(dir.real / "stale.tmp", dir.real / "x.lock");
+    (void)watch.moves();
+    shared->reported = 0;
+    shared->round = r;
+    REQUIRE(await([&] { return shared->reported.load() == workers; }));
+    int winners = 0;
+    for (auto& result : shared->result) {
+      winners += result == 1;
+      errors += result == -1;
+    }
+    rounds_with_one_winner += winners == 1;
+    // Exactly one rename: the stale file, moved aside by its reclaimer.
+    live_moves += std::max(0, watch.moves() - 1);
+    shared->released = 0;
+    shared->release_round = r;
+    REQUIRE(await([&] { return shared->released.load() == workers; }));
+    for (int w = 0; w < workers; ++w) winners_that_lost_it += shared->result[w] == 1 && shared->still_held[w] == 0;
+  }
+  move_aside_delay_us = 0;
+  for (const pid_t child : children) CHECK(wait_exit(child) == 0);
+  CHECK(rounds_with_one_winner == rounds);
+  CHECK(errors == 0);
+  CHECK(live_moves == 0);
+  CHECK(winners_that_lost_it == 0);
+  CHECK(eventually([&] { return dir.entries().empty(); }));  // no claim, aside or private file left
+}
+
+TEST_CASE("two mounts: a holder paused past the threshold loses to the other mount, is told, and its release leaves the new file alone") {
+  const bool release_at_once = GENERATE(false, true);
+  INFO("the paused holder releases " << (release_at_once ? "at once on resuming" : "after it was told"));
+  shared_directory dir;
+  pipe_pair lost;
+  const int told = lost.write_end;
+  const lockfile::Options quick{.lease_heartbeat_interval = 100ms,
+                                .lease_stale_threshold = 800ms,
+                                .on_lease_lost = [told] { (void)!::write(told, "L", 1); }};
+  holder_process holder(dir.a / "x.lock", quick);
+  REQUIRE(holder.acquired());
+  lost.close_write();
+
+  holder.signal(SIGSTOP);
+  PIDLock taker(dir.b / "x.lock", {.lease_heartbeat_interval = 100ms, .lease_stale_threshold = 800ms});
+  REQUIRE(eventually([&] { return taker.try_lock(); }, 20s));
+  const auto mine = lockfile::inspect(dir.real / "x.lock");
+  REQUIRE(mine.lease);
+
+  holder.signal(SIGCONT);
+  if (release_at_once) {
+    CHECK(holder.finish() == 0);
+    CHECK(receive_within(lost, 10s) == 'L');
+  } else {
+    CHECK(receive_within(lost, 10s) == 'L');
+    CHECK(holder.finish() == 0);
+  }
+  // B's file is untouched, and B keeps renewing it.
+  const auto after = lockfile::inspect(dir.real / "x.lock");
+  REQUIRE(after.lease);
+  CHECK(after.lease->owner_id == mine.lease->owner_id);
+  CHECK(taker.held());
+  CHECK(eventually([&] {
+    const auto now = lockfile::inspect(dir.real / "x.lock");
+    return now.lease && now.lease->owner_id == mine.lease->owner_id && now.lease->heartbeat > after.lease->heartbeat;
+  }));
+  CHECK(taker.held());
+  taker.release();
+  // (The paused holder's file, unlinked while it was still open there,
+  // lingers as ".fuse_hidden..." until libfuse sees it closed.)
+  CHECK(eventually([&] { return dir.entries().empty(); }));
+}
+
+TEST_CASE("two mounts: lock and unlock from 3 processes on each mount keep an exact counter") {
+  constexpr int per_mount = 3;
+  constexpr int increments = 15;
+  shared_directory dir;
+  write_file(dir.real / "counter", std::string(20, '0'));
+  struct board {
+    std::atomic<int> inside{0};
+    std::atomic<int> overlaps{0};
+  };
+  auto* shared = shared_memory<board>();
+  std::vector<pid_t> children;
+  for (int p = 0; p < 2 * per_mount; ++p) {
+    const fs::path base = p % 2 == 0 ? dir.a : dir.b;
+    children.push_back(fork_child([&, base]() -> int {
+      PIDLock lock(base / "x.lock", {.lease_heartbeat_interval = 100ms, .lease_stale_threshold = 2s});
+      for (int i = 0; i < increments; ++i) {
+        std::lock_guard guard(lock);
+        if (shared->inside.exchange(1) != 0) ++shared->overlaps;
+        // Read and write the counter through this process's own mount.
+        const auto text = read_file(base / "counter");
+        std::string next = std::to_string(std::stoll(text) + 1);
+        next.insert(0, 20 - next.size(), '0');
+        write_file(base / "counter", next);
+        shared->inside = 0;
+      }
+      return 0;
+    }));
+  }
+  for (const pid_t child : children) CHECK(wait_exit(child) == 0);
+  CHECK(shared->overlaps.load() == 0);
+  CHECK(std::stoll(read_file(dir.real / "counter")) == 2 * per_mount * increments);
+  fs::remove(dir.real / "counter");
+  CHECK(eventually([&] { return dir.entries().empty(); }));
+}
+
+TEST_CASE("two mounts: inspect through one mount never calls a fresh lock written through the other stale") {
+  shared_directory dir;
+  const lockfile::Options quick{.lease_heartbeat_interval = 100ms, .lease_stale_threshold = 1s};
+  int stale = 0;
+  int seen_held = 0;
+  {  // A steady holder on B, watched from A for longer than its threshold.
+    holder_process holder(dir.b / "x.lock", quick);
+    REQUIRE(holder.acquired());
+    const auto until = std::chrono::steady_clock::now() + 2500ms;
+    while (std::chrono::steady_clock::now() < until) {
+      const auto status = lockfile::inspect(dir.a / "x.lock", quick);
+      stale += status.state == LockState::stale;
+      seen_held += status.state == LockState::held;
+    }
+    CHECK(holder.finish() == 0);
+  }
+  CHECK(stale == 0);
+  CHECK(seen_held > 0);
+
+  // Generations coming and going on B, watched from A.
+  auto* stop = shared_memory<std::atomic<bool>>();
+  const pid_t churn = fork_child([&]() -> int {
+    PIDLock lock(dir.b / "x.lock", quick);
+    while (!stop->load()) {
+      lock.lock();
+      lock.unlock();
+    }
+    return 0;
+  });
+  const auto until = std::chrono::steady_clock::now() + 2s;
+  while (std::chrono::steady_clock::now() < until)
+    stale += lockfile::inspect(dir.a / "x.lock", quick).state == LockState::stale;
+  *stop = true;
+  CHECK(wait_exit(churn) == 0);
+  CHECK(stale == 0);
+  CHECK(eventually([&] { return dir.entries().empty(); }));
+}
+
+TEST_CASE("two mounts: leftovers of a crashed reclaimer are swept once stale") {
+  shared_directory dir;
+  // What a reclaimer killed mid-way leaves: its claim, and a file it moved
+  // aside. Both old; then a stale lock file whose reclamation sweeps them.
+  const auto old = std::chrono::system_clock::now() - 1h;
+  write_file(dir.real / ".x.lock.0123456789abcdef.claim", foreign_record(old, 999999, "crashed-claimant"));
+  write_file(dir.real / ".x.lock.crashed-claimant.reclaim", foreign_record(old, 999999, "older-owner"));
+  // A fresh claim of someone alive is left alone.
+  write_file(dir.real / ".x.lock.fedcba9876543210.claim",
+             foreign_record(std::chrono::system_clock::now(), 999999, "live-claimant"));
+  write_file(dir.real / "x.lock", foreign_record(old));
+  PIDLock lock(dir.a / "x.lock");
+  REQUIRE(lock.try_lock());
+  const std::set<std::string> expected{"x.lock", ".x.lock.fedcba9876543210.claim"};
+  CHECK(eventually([&] { return dir.entries() == expected; }));
+  lock.release();
+}
+
+TEST_CASE("two mounts: a file rewritten by another host is judged by what the server has, not by a client's cache") {
+  shared_directory dir;
+  // A short invalid file, last modified long ago: stale. A stat through A
+  // (any program on that host, ls -l) leaves its size and times in A's
+  // attribute cache (run.sh mounts with attr_timeout=30, as NFS caches).
+  write_file(dir.real / "x.lock", "?");
+  set_mtime(dir.real / "x.lock", std::chrono::system_clock::now() - 1h);
+  CHECK(lockfile::inspect(dir.a / "x.lock").state == LockState::stale);
+  CHECK(fs::file_size(dir.a / "x.lock") == 1);
+  // Another host rewrites it in place with a fresh, longer record (written
+  // here past both mounts, so neither hears of it).
+  const auto fresh = foreign_record(std::chrono::system_clock::now());
+  write_file(dir.real / "x.lock", fresh);
+  // Judged from a cached size (1 byte) and mtime (an hour ago), this would
+  // be a stale invalid file; the server says it is a live record.
+  const auto status = lockfile::inspect(dir.a / "x.lock");
+  CHECK(status.state == LockState::held);
+  CHECK(status.lease.has_value());
+  PIDLock lock(dir.a / "x.lock");
+  CHECK_FALSE(lock.try_lock());
+}

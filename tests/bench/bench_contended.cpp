@@ -21,9 +21,10 @@
 // and "× flock" compare the time per handoff with flock's at the same P.
 // Shares are each process's part of all cycles, as a percentage and as a
 // multiple of the fair share 1/P: 1.00× everywhere is perfectly fair; a
-// smallest share near 0 means a process starved. Neither flock nor PIDLock
-// queues its waiters, so neither promises fairness; this shows how
-// unfair each is in practice.
+// smallest share near 0 means a process starved. "Longest wait" is the
+// longest single lock() call of any process in the measured time. Neither
+// flock nor PIDLock queues its waiters, so neither promises fairness; this
+// shows how unfair each is in practice.
 //
 // The rows: flock = each process opens the file itself and loops on
 // flock(LOCK_EX) / flock(LOCK_UN); PIDLock = each process has its own
@@ -62,6 +63,7 @@ struct shared_state {
   std::atomic<std::uint64_t> counter{0};    // incremented non-atomically under the lock
   std::array<std::atomic<std::uint64_t>, max_procs> sections{};  // all critical sections, warm-up included
   std::array<std::array<std::atomic<std::uint32_t>, max_windows>, max_procs> cycles{};  // measured, per window
+  std::array<std::atomic<std::int64_t>, max_procs> longest_wait_ns{};  // measured lock() calls
 };
 
 enum class kind { flock, pidlock };
@@ -93,13 +95,17 @@ template <class Lock, class Unlock>
     const std::int64_t from = shared.measure_from_ns.load();
     const std::int64_t stop = shared.stop_ns.load();
     for (;;) {
+      const std::int64_t asked = bench::now_ns();
       lock();
       const std::int64_t now = bench::now_ns();
       critical_section(shared, process, lock_name, procs);
       unlock();
       shared.sections[process].fetch_add(1, std::memory_order_relaxed);
       if (now >= stop) break;
-      if (now >= from) shared.cycles[process][(now - from) / window_ns].fetch_add(1, std::memory_order_relaxed);
+      if (now < from) continue;
+      shared.cycles[process][(now - from) / window_ns].fetch_add(1, std::memory_order_relaxed);
+      if (now - asked > shared.longest_wait_ns[process].load(std::memory_order_relaxed))
+        shared.longest_wait_ns[process].store(now - asked, std::memory_order_relaxed);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_contended: process %d: %s\n", process, e.what());
@@ -112,6 +118,7 @@ struct result {
   double cycles_per_second = 0;
   bench::summary windows;  // cycles/s per window
   double min_share = 0, max_share = 0;  // fractions of all cycles
+  double longest_wait_us = 0;            // the longest single lock() call measured
 };
 
 result run(kind which, int procs, double seconds, const fs::path& dir) {
@@ -151,7 +158,11 @@ result run(kind which, int procs, double seconds, const fs::path& dir) {
   for (const pid_t pid : children) bench::reap_ok(pid, "contending process");
 
   std::uint64_t all_sections = 0;
-  for (int p = 0; p < procs; ++p) all_sections += shared->sections[p].load();
+  std::int64_t longest_wait_ns = 0;
+  for (int p = 0; p < procs; ++p) {
+    all_sections += shared->sections[p].load();
+    longest_wait_ns = std::max(longest_wait_ns, shared->longest_wait_ns[p].load());
+  }
   if (shared->counter.load() != all_sections)
     fail("EXCLUSIVITY VIOLATED (%s, %d processes): the counter reads %llu after %llu critical sections (lost updates)",
          lock_name, procs, static_cast<unsigned long long>(shared->counter.load()),
@@ -180,6 +191,7 @@ result run(kind which, int procs, double seconds, const fs::path& dir) {
   const auto [fewest, most] = std::minmax_element(per_process.begin(), per_process.end());
   out.min_share = static_cast<double>(*fewest) / static_cast<double>(total);
   out.max_share = static_cast<double>(*most) / static_cast<double>(total);
+  out.longest_wait_us = static_cast<double>(longest_wait_ns) / 1000.0;
   return out;
 }
 
@@ -213,16 +225,17 @@ int main(int argc, char** argv) {
               work.path().c_str(), bench::file_system_name(work.path()).c_str(), seconds,
               static_cast<double>(warmup_ns) / 1e9, static_cast<long long>(window_ns / 1'000'000));
   std::printf("| lock | processes | cycles/s | per window: median (min–max) cycles/s | µs per cycle | × flock | "
-              "smallest share (× fair) | largest share (× fair) |\n");
-  std::printf("|---|---|---|---|---|---|---|---|\n");
+              "smallest share (× fair) | largest share (× fair) | longest wait |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|\n");
   for (const int procs : procs_list) {
     const auto floor = run(kind::flock, procs, seconds, work.path());
     const auto lock = run(kind::pidlock, procs, seconds, work.path());
     for (const auto& [name, r] : {std::pair{"flock(2)", floor}, std::pair{"PIDLock", lock}}) {
-      std::printf("| %s | %d | %s | %s (%s–%s) | %.1f | %s | %s | %s |\n", name, procs, rate(r.cycles_per_second).c_str(),
+      std::printf("| %s | %d | %s | %s (%s–%s) | %.1f | %s | %s | %s | %s |\n", name, procs, rate(r.cycles_per_second).c_str(),
                   rate(r.windows.median).c_str(), rate(r.windows.min).c_str(), rate(r.windows.max).c_str(),
                   1e6 / r.cycles_per_second, bench::ratio(floor.cycles_per_second, r.cycles_per_second).c_str(),
-                  share(r.min_share, procs).c_str(), share(r.max_share, procs).c_str());
+                  share(r.min_share, procs).c_str(), share(r.max_share, procs).c_str(),
+                  bench::micros(r.longest_wait_us).c_str());
     }
     std::fflush(stdout);
   }

@@ -164,6 +164,7 @@ echo "## Handoff to a waiter, and renewal CPU"
 echo
 "$bench_bin/bench_waiting" --iterations "$waiting_iterations" --seconds "$waiting_seconds" --dir "$bench_parent" \
   | tee "$scratch/waiting.out"
+echo
 # bench_waiting prints no ratio; its two handoff rows give one.
 awk -F'|' '
   /kernel floor/ { floor = $3 + 0 }

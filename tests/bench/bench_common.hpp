@@ -4,6 +4,7 @@
 #pragma once
 
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <csignal>
 #include <chrono>
 #include <cstdarg>
 #include <cstdint>
@@ -89,10 +91,20 @@ void await(const char* what, Predicate&& done, std::chrono::seconds limit = std:
   }
 }
 
-// fork(), failing loudly.
+// fork(), failing loudly. The child dies with its parent (PR_SET_PDEATHSIG),
+// so that a benchmark that fails, or is interrupted, leaves no holder
+// sleeping forever behind it.
 inline pid_t fork_or_fail() {
+  const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   if (pid < 0) fail_errno("fork");
+  if (pid == 0) {
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail_errno("prctl(PR_SET_PDEATHSIG)");
+    // The parent died before prctl took effect? (pid 1 of a new PID
+    // namespace sees its parent, outside, as 0.)
+    const pid_t now_parent = ::getppid();
+    if (now_parent != parent && now_parent != 0) ::_exit(1);
+  }
   return pid;
 }
 
@@ -208,27 +220,43 @@ class arguments {
 };
 
 // A fresh directory (mkdtemp) under parent, removed with everything in it
-// when the owning process is done with it.
+// when the main process is done with it: at the end of its scope, or at
+// exit() when fail() ends the program (exit() unwinds no scopes).
 class scratch_directory {
  public:
   explicit scratch_directory(const fs::path& parent, const char* prefix = "lockfile-bench-") {
+    if (::getpid() != main_process) fail("scratch_directory: made in the main process only");
     std::string pattern = (parent / (std::string(prefix) + "XXXXXX")).string();
     if (::mkdtemp(pattern.data()) == nullptr) fail_errno("mkdtemp %s", pattern.c_str());
     path_ = pattern;
-    owner_ = ::getpid();
+    live();  // constructed before the handler is registered, so destroyed after it ran
+    static const bool registered = std::atexit(remove_at_exit) == 0;
+    if (!registered) fail("atexit failed");
+    live().push_back(path_);
   }
   ~scratch_directory() {
-    if (::getpid() != owner_) return;  // a forked child leaves it to its parent
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
+    if (::getpid() != main_process) return;  // a forked child leaves it to its parent
+    remove(path_);
+    std::erase(live(), path_);
   }
   scratch_directory(const scratch_directory&) = delete;
   scratch_directory& operator=(const scratch_directory&) = delete;
   const fs::path& path() const { return path_; }
 
  private:
+  static std::vector<fs::path>& live() {
+    static std::vector<fs::path> paths;
+    return paths;
+  }
+  static void remove(const fs::path& path) {
+    std::error_code ignored;
+    fs::remove_all(path, ignored);
+  }
+  static void remove_at_exit() {
+    if (::getpid() != main_process) return;
+    for (const auto& path : live()) remove(path);
+  }
   fs::path path_;
-  pid_t owner_;
 };
 
 // The name of the file system holding path, from statfs(2)'s f_type.

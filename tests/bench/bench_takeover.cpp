@@ -109,8 +109,7 @@ pid_t start_holder(shared_state& shared, scenario which, const fs::path& path) {
     shared.unshare_errno = errno;
     ::_exit(2);
   }
-  const pid_t holder = ::fork();
-  if (holder < 0) fail_errno("fork into the new PID namespace");
+  const pid_t holder = bench::fork_or_fail();
   if (holder == 0) hold_pidlock(shared, path);
   shared.holder_pid = holder;  // fork() answers in the parent's (our) namespace
   int status = 0;

@@ -59,7 +59,12 @@ else
 fi
 
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/lockfile-bench-run-XXXXXX")
-trap 'rm -rf "$scratch"' EXIT
+# The programs make their directories in here: an interrupted run leaves
+# nothing behind (the programs clean up only when they end by themselves).
+bench_dir=$(mktemp -d "$bench_parent/lockfile-bench-XXXXXX")
+trap 'rm -rf "$scratch" "$bench_dir"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # --- header -----------------------------------------------------------------
 cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
@@ -87,7 +92,7 @@ echo
 # --- uncontended ------------------------------------------------------------
 echo "## Uncontended acquire + release"
 echo
-"$bench_bin/bench_floors" --iterations "$floors_iterations" --dir "$bench_parent"
+"$bench_bin/bench_floors" --iterations "$floors_iterations" --dir "$bench_dir"
 echo
 
 # System calls per cycle: strace -f -c over N cycles minus over 0 cycles
@@ -103,8 +108,8 @@ echo "### System calls per acquire + release"
 echo
 if command -v strace > /dev/null; then
   for row in pidlock link; do
-    strace_counts "$scratch/$row.n" "$bench_bin/bench_floors" --syscalls "$syscall_cycles" --only "$row" --dir "$bench_parent"
-    strace_counts "$scratch/$row.0" "$bench_bin/bench_floors" --syscalls 0 --only "$row" --dir "$bench_parent"
+    strace_counts "$scratch/$row.n" "$bench_bin/bench_floors" --syscalls "$syscall_cycles" --only "$row" --dir "$bench_dir"
+    strace_counts "$scratch/$row.0" "$bench_bin/bench_floors" --syscalls 0 --only "$row" --dir "$bench_dir"
   done
   echo "Counted with \`strace -f -c\` (all threads) over $syscall_cycles cycles, minus a run of 0 cycles, divided by $syscall_cycles."
   echo "Fractions are wake-ups of other threads that do not happen on every cycle (and strace's slowdown changes how often they happen)."
@@ -149,20 +154,20 @@ echo
 # --- contended --------------------------------------------------------------
 echo "## Contended throughput and fairness"
 echo
-"$bench_bin/bench_contended" --seconds "$contended_seconds" --dir "$bench_parent"
+"$bench_bin/bench_contended" --seconds "$contended_seconds" --dir "$bench_dir"
 echo
 
 # --- crash takeover ---------------------------------------------------------
 echo "## Crash takeover"
 echo
 "$bench_bin/bench_takeover" --iterations "$takeover_iterations" --cross-iterations "$cross_iterations" \
-  --dir "$bench_parent"
+  --dir "$bench_dir"
 echo
 
 # --- handoff and renewal ----------------------------------------------------
 echo "## Handoff to a waiter, and renewal CPU"
 echo
-"$bench_bin/bench_waiting" --iterations "$waiting_iterations" --seconds "$waiting_seconds" --dir "$bench_parent" \
+"$bench_bin/bench_waiting" --iterations "$waiting_iterations" --seconds "$waiting_seconds" --dir "$bench_dir" \
   | tee "$scratch/waiting.out"
 echo
 # bench_waiting prints no ratio; its two handoff rows give one.
@@ -188,7 +193,7 @@ if command -v strace > /dev/null; then
   for locks in 1 100; do
     rm -f "$scratch"/hb.*
     strace -ff -o "$scratch/hb" "$bench_bin/bench_floors" --hold-seconds "$hold_seconds" --locks "$locks" \
-      --dir "$bench_parent" > "$scratch/hold.out"
+      --dir "$bench_dir" > "$scratch/hold.out"
     tid=$(awk -F'\t' '$1 == "renew_tid" { print $2 }' "$scratch/hold.out")
     [[ -n $tid && -f $scratch/hb.$tid ]] || { echo "run.sh: no trace of the renewal thread" >&2; exit 1; }
     awk -v locks="$locks" '

@@ -8,10 +8,12 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <climits>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -689,4 +691,15 @@ TEST_CASE("inspect: a directory or a symbolic link at the path is an error, not 
     CHECK(e.path1() == link);
   }
   CHECK(fs::is_symlink(fs::symlink_status(link)));
+}
+
+TEST_CASE("file_system_kind: tmpfs is local, /proc is not, a missing directory is decided by its ancestor") {
+  struct statfs shm {};
+  if (::statfs("/dev/shm", &shm) == 0 && static_cast<std::uint32_t>(shm.f_type) == 0x01021994U) {
+    CHECK(lockfile::file_system_kind("/dev/shm/x.lock") == lockfile::FileSystemKind::local);
+    CHECK(lockfile::file_system_kind("/dev/shm/no/such/dir/x.lock") == lockfile::FileSystemKind::local);
+  }
+  // Not a file system for lock files, and not on the list: the network path.
+  CHECK(lockfile::file_system_kind("/proc/self/x.lock") == lockfile::FileSystemKind::network);
+  CHECK(lockfile::file_system_kind("/proc/no/such/dir/x.lock") == lockfile::FileSystemKind::network);
 }

@@ -21,8 +21,10 @@
 
 #include <array>
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <new>
@@ -45,10 +47,24 @@ namespace {
 // the race the claim exists for, made frequent enough to see.
 std::atomic<int> move_aside_delay_us{0};
 
+// Set by the no-hard-links test: link() fails with EPERM, as on some FUSE
+// and SMB mounts.
+std::atomic<bool> links_unsupported{false};
+
 }  // namespace
 
-// This program's own rename(): calls from the library (inlined into this
-// executable) bind to it; it forwards to the C library's.
+extern "C" int link(const char* from, const char* to) noexcept {
+  using link_fn = int (*)(const char*, const char*);
+  static const auto real = reinterpret_cast<link_fn>(::dlsym(RTLD_NEXT, "link"));
+  if (links_unsupported) {
+    errno = EPERM;
+    return -1;
+  }
+  return real(from, to);
+}
+
+// This program's own rename() and link(): calls from the library (inlined
+// into this executable) bind to them; they forward to the C library's.
 extern "C" int rename(const char* from, const char* to) noexcept {
   using rename_fn = int (*)(const char*, const char*);
   static const auto real = reinterpret_cast<rename_fn>(::dlsym(RTLD_NEXT, "rename"));
@@ -389,4 +405,74 @@ TEST_CASE("two mounts: a file rewritten by another host is judged by what the se
   CHECK(status.lease.has_value());
   PIDLock lock(dir.a / "x.lock");
   CHECK_FALSE(lock.try_lock());
+}
+
+TEST_CASE("two mounts: without hard links, publishing falls back to O_EXCL and the protocol still holds") {
+  shared_directory dir;
+  links_unsupported = true;
+  struct board {
+    std::atomic<int> inside{0};
+    std::atomic<int> overlaps{0};
+  };
+  auto* shared = shared_memory<board>();
+  std::vector<pid_t> children;
+  for (int p = 0; p < 4; ++p) {
+    const fs::path base = p % 2 == 0 ? dir.a : dir.b;
+    children.push_back(fork_child([&, base]() -> int {
+      PIDLock lock(base / "x.lock", {.lease_heartbeat_interval = 100ms, .lease_stale_threshold = 2s});
+      for (int i = 0; i < 10; ++i) {
+        std::lock_guard guard(lock);
+        if (shared->inside.exchange(1) != 0) ++shared->overlaps;
+        std::this_thread::sleep_for(1ms);  // a critical section long enough to overlap in
+        shared->inside = 0;
+      }
+      return 0;
+    }));
+  }
+  for (const pid_t child : children) CHECK(wait_exit(child) == 0);
+  CHECK(shared->overlaps.load() == 0);
+
+  // A stale file is reclaimed: moved aside, and a put-back would be a rename
+  // that refuses to replace.
+  write_file(dir.real / "x.lock", foreign_record(std::chrono::system_clock::now() - 1h));
+  PIDLock lock(dir.a / "x.lock");
+  CHECK(lock.try_lock());
+  const auto status = lockfile::inspect(dir.b / "x.lock");
+  CHECK(status.state == LockState::held);
+  lock.release();
+  links_unsupported = false;
+  CHECK(eventually([&] { return dir.entries().empty(); }));
+}
+
+TEST_CASE("two mounts: a claim left by a crashed reclaimer blocks that generation only until it is stale") {
+  shared_directory dir;
+  const auto old = std::chrono::system_clock::now() - 1h;
+  write_file(dir.real / "x.lock", foreign_record(old, 999999, "gone-owner"));
+  // The claim's name: FNV-1a of the generation's ownerID, in hex.
+  std::uint64_t hash = 14695981039346656037ULL;
+  for (const char c : std::string_view("gone-owner")) hash = (hash ^ static_cast<unsigned char>(c)) * 1099511628211ULL;
+  char token[17] = {};
+  std::to_chars(token, token + 16, hash, 16);
+  // Claimed half a second ago by a process that then died (foreign, so its
+  // death cannot be proved): it blocks until the 1 s threshold has passed.
+  const auto claimed = std::chrono::system_clock::now() - 500ms;
+  const auto claim = dir.real / (std::string(".x.lock.") + token + ".claim");
+  {
+    lockfile::Lease lease;
+    lease.owner_id = "crashed-claimant";
+    lease.pid = 999999;
+    lease.heartbeat = claimed;
+    lease.stale_threshold = 1s;
+    write_file(claim, lockfile::format_lease(lease));
+  }
+  PIDLock lock(dir.a / "x.lock", {.acquire_retry_limit = 1, .lease_heartbeat_interval = 100ms,
+                                  .lease_stale_threshold = 1s});
+  std::error_code ec;
+  lock.acquire(ec);
+  CHECK(ec == lockfile::errc::retry_limit_exceeded);  // the claim is live: someone is removing it
+  CHECK(read_file(dir.real / "x.lock") == foreign_record(old, 999999, "gone-owner"));
+  CHECK(lock.try_lock_for(10s));
+  CHECK(std::chrono::system_clock::now() - claimed >= 1s);
+  lock.release();
+  CHECK(eventually([&] { return dir.entries().empty(); }));  // the stale claim was swept
 }

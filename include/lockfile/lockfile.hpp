@@ -971,7 +971,8 @@ inline std::vector<std::string> names_starting_with(const std::filesystem::path&
     ::close(fd);
     return names;
   }
-  while (const dirent* entry = ::readdir(listing)) {
+  // readdir is safe on a stream no other thread uses (POSIX.1-2008 TC2).
+  while (const dirent* entry = ::readdir(listing)) {  // NOLINT(concurrency-mt-unsafe)
     const std::string_view name = entry->d_name;
     if (name.substr(0, prefix.size()) == prefix) names.emplace_back(name);
   }

@@ -76,6 +76,9 @@ else
 fi
 version=$(sed -n 's/^#define LOCKFILE_VERSION "\(.*\)"/\1/p' "$repo/include/lockfile/lockfile.hpp")
 commit=$(git -C "$repo" rev-parse --short HEAD 2> /dev/null || echo unknown)
+if ! git -C "$repo" diff --quiet HEAD -- include 2> /dev/null; then
+  commit="$commit + uncommitted changes to include/"
+fi
 compiler=$(sed -n 's/^CMAKE_CXX_COMPILER:[A-Z]*=//p' "$build_dir/CMakeCache.txt" 2> /dev/null || true)
 build_type=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$build_dir/CMakeCache.txt" 2> /dev/null || true)
 

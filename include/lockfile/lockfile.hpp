@@ -980,6 +980,17 @@ inline std::vector<std::string> names_starting_with(const std::filesystem::path&
   return names;
 }
 
+// The protocol's own names beside a lock file, ".<name>.<middle><suffix>":
+// private publication files (".tmp"), claims (".claim", ".claim.1", ...) and
+// files moved aside (".reclaim"). Readers ignore them.
+// (Appended piecewise: GCC 12 warns falsely on "." + std::string at -O2.)
+inline std::filesystem::path protocol_name(const std::filesystem::path& lock_file, std::string_view middle,
+                                           std::string_view suffix) {
+  std::string leaf(1, '.');
+  leaf.append(lock_file.filename().native()).append(1, '.').append(middle).append(suffix);
+  return lock_file.parent_path() / leaf;
+}
+
 // The result of trying to create the lock file with a complete record.
 struct publication {
   unique_fd fd;           // the lock file, open read-write, when published
@@ -990,10 +1001,10 @@ struct publication {
 
 // Writes bytes into a file nobody can see yet and links it to path in one
 // step, so that no reader ever sees a partial record from a live owner.
-// private_name is the private file of the portable fallback, in path's
-// directory: ".<name>.<ownerID>.tmp", a name readers ignore.
+// The portable fallback's private file is ".<name>.<owner>.tmp" in path's
+// directory, a name readers ignore.
 inline publication publish_new_file(const std::filesystem::path& path, std::string_view bytes,
-                                    mode_t mode, const std::filesystem::path& private_name) {
+                                    mode_t mode, std::string_view owner) {
   publication out;
   const auto dir = path.parent_path();
   auto fail = [&](const char* operation, std::error_code ec) {
@@ -1024,6 +1035,7 @@ inline publication publish_new_file(const std::filesystem::path& path, std::stri
 #endif
 
   // Portable: a private named file, linked into place, then unnamed again.
+  const auto private_name = protocol_name(path, owner, ".tmp");
   unique_fd named(open_file(private_name.c_str(), O_RDWR | O_CREAT | O_EXCL | no_atime, mode));
   if (!named) return fail("create lock file", errno_code());
   if (auto ec = write_at(named.get(), bytes, 0)) {
@@ -1065,8 +1077,8 @@ inline publication publish_new_file(const std::filesystem::path& path, std::stri
 // says they are missing (the common case costs no mkdir).
 inline publication publish(const std::filesystem::path& path, std::string_view bytes,
                            mode_t file_mode, mode_t directory_mode,
-                           const std::filesystem::path& private_name) {
-  auto result = publish_new_file(path, bytes, file_mode, private_name);
+                           std::string_view owner) {
+  auto result = publish_new_file(path, bytes, file_mode, owner);
   if (result.error != std::errc::no_such_file_or_directory) return result;
   if (auto ec = make_directories(path.parent_path(), directory_mode)) {
     result.error = ec;
@@ -1074,7 +1086,7 @@ inline publication publish(const std::filesystem::path& path, std::string_view b
     result.subject = path.parent_path();
     return result;
   }
-  return publish_new_file(path, bytes, file_mode, private_name);
+  return publish_new_file(path, bytes, file_mode, owner);
 }
 
 // A look at someone else's lock file: its descriptor, identity and bytes.
@@ -1259,7 +1271,7 @@ struct process_identity {
   std::uint64_t pid_namespace = 0;
 };
 
-inline process_identity self_identity() {
+inline const process_identity& self_identity() {
   // No lock: a mutex held by another thread at fork() would stay locked in
   // the child. Host facts never change; pid and start time are per process
   // and cached per thread, checked against getpid() on every call.
@@ -1454,23 +1466,21 @@ inline unique_fd open_holder_exit_fd(int pid, std::uint64_t start_time) {
 #endif
 }
 
-// The protocol's own names beside a lock file, ".<name>.<middle><suffix>":
-// private publication files (".tmp"), claims (".claim", ".claim.1", ...) and
-// files moved aside (".reclaim"). Readers ignore them.
-// (Appended piecewise: GCC 12 warns falsely on "." + std::string at -O2.)
-inline std::filesystem::path protocol_name(const std::filesystem::path& lock_file, std::string_view middle,
-                                           std::string_view suffix) {
-  std::string leaf(1, '.');
-  leaf.append(lock_file.filename().native()).append(1, '.').append(middle).append(suffix);
-  return lock_file.parent_path() / leaf;
-}
-
 // Unique across processes, hosts and calls: pid, wall time, a counter and
 // 64 random bits.
+//
+// The random bits come from a generator seeded once per thread from
+// std::random_device, which may cost a system call or a slow instruction
+// per use. A forked child continues its parent thread's sequence; its pid
+// keeps its IDs distinct.
 inline std::string new_owner_id(int pid, std::chrono::system_clock::time_point now) {
   static std::atomic<std::uint64_t> counter{0};
-  std::random_device entropy;
-  const std::uint64_t random = (std::uint64_t{entropy()} << 32) ^ entropy();
+  thread_local std::mt19937_64 bits{[] {
+    std::random_device entropy;
+    std::seed_seq seed{entropy(), entropy(), entropy(), entropy()};
+    return std::mt19937_64(seed);
+  }()};
+  const std::uint64_t random = bits();
   char hex[17] = {};
   std::to_chars(hex, hex + 16, random, 16);
   return std::to_string(pid) + "-" + std::to_string(unix_nanos(now)) + "-" +
@@ -1702,9 +1712,9 @@ class heartbeat_service {
   // The service of this process. A forked child gets a fresh one: the
   // parent's threads do not exist in the child, so its service (and any
   // mutex a parent thread held at fork time) is abandoned, never touched.
-  static heartbeat_service& instance() {
+  // (Callers that know their pid pass it: getpid() is a system call.)
+  static heartbeat_service& instance(int pid = current_pid()) {
     static std::atomic<heartbeat_service*> current{nullptr};
-    const int pid = current_pid();
     auto* service = current.load(std::memory_order_acquire);
     while (!service || service->pid_ != pid) {
       // NOLINTNEXTLINE(cppcoreguidelines-owning-memory): never deleted, threads may outlive statics
@@ -1726,6 +1736,10 @@ class heartbeat_service {
       }
       const auto due = steady_clock::now() + held->interval;
       leases_.push_back({std::move(held), due});
+      // Wake the renewal thread only when it would otherwise look too late:
+      // an acquire that follows a release (a lock taken again and again)
+      // then costs no wake-up and no context switch.
+      if (due >= looks_again_by_) return {};
       changed_ = true;
     } catch (const std::system_error& e) {
       return e.code();
@@ -1765,6 +1779,7 @@ class heartbeat_service {
     std::vector<std::shared_ptr<held_lease>> due;
     std::unique_lock guard(mutex_);
     while (!stop.stop_requested()) {
+      looks_again_by_ = steady_clock::time_point::min();  // awake: it will see every lease
       const auto now = steady_clock::now();
       auto next = steady_clock::time_point::max();
       due.clear();
@@ -1781,6 +1796,7 @@ class heartbeat_service {
       }
       if (due.empty()) {
         const auto woken = [&] { return std::exchange(changed_, false); };
+        looks_again_by_ = next;
         if (next == steady_clock::time_point::max())
           wake_.wait(guard, stop, woken);  // nothing held: sleep until a lease is added
         else
@@ -1848,6 +1864,9 @@ class heartbeat_service {
   std::mutex mutex_;
   std::condition_variable_any wake_;
   bool changed_ = false;
+  // When the renewal thread will next look at leases_ without being woken:
+  // min() while it is awake, max() while nothing is held.
+  steady_clock::time_point looks_again_by_ = steady_clock::time_point::min();
   std::vector<entry> leases_;
   std::mutex notify_mutex_;
   std::condition_variable_any notify_;
@@ -2121,15 +2140,14 @@ class PIDLock {
       if (held_ && held_->active.load()) return with(attempt_result::self_held);
       held_.reset();  // a lost lease: acquire anew
     }
-    const auto self = detail::self_identity();
+    const auto& self = detail::self_identity();
     int retries = 0;
     int vanished = 0;
     for (;;) {
       auto lease = new_lease(self);
       const auto record = format_lease(lease);
       auto published = detail::publish(absolute_, record, detail::to_mode(options_.file_mode),
-                                       detail::to_mode(options_.directory_mode),
-                                       detail::protocol_name(absolute_, lease.owner_id, ".tmp"));
+                                       detail::to_mode(options_.directory_mode), lease.owner_id);
       if (!published.error) return take_ownership(std::move(published.fd), std::move(lease), record);
       if (published.error != std::errc::file_exists) {
         auto failed = failure(published.operation, published.error);
@@ -2280,7 +2298,7 @@ class PIDLock {
     if (filter.result == detail::flock_result::busy) return removal::busy;
     // Any other flock failure: flock is only a filter here.
 
-    const auto self = detail::self_identity();
+    const auto& self = detail::self_identity();
     const Lease claim = new_lease(self);
     const auto claim_record = format_lease(claim);
     const auto mode = detail::to_mode(options_.file_mode);
@@ -2291,8 +2309,7 @@ class PIDLock {
       if (level > max_claim_levels) return removal::busy;
       auto name = claim_name(generation, level);
       claimed_at = std::chrono::steady_clock::now();
-      auto published = detail::publish_new_file(name, claim_record, mode,
-                                                detail::protocol_name(absolute_, claim.owner_id, ".tmp"));
+      auto published = detail::publish_new_file(name, claim_record, mode, claim.owner_id);
       if (!published.error) {
         claimed = std::move(name);
         break;  // (its descriptor closes here: the claim is only a name)
@@ -2380,6 +2397,7 @@ class PIDLock {
   }
 
   attempt_outcome take_ownership(detail::unique_fd fd, Lease lease, std::string record) {
+    const int pid = lease.pid;  // ours, from self_identity()
     auto held = std::make_shared<detail::held_lease>();
     held->kind = file_system();
     detail::file_facts facts;
@@ -2401,9 +2419,9 @@ class PIDLock {
     held->interval = options_.lease_heartbeat_interval;
     held->stale_threshold = options_.lease_stale_threshold;
     held->last_renewed = std::chrono::steady_clock::now();
-    held->owner_process = detail::current_pid();
+    held->owner_process = pid;
     held->on_lost = options_.on_lease_lost;
-    if (auto ec = detail::heartbeat_service::instance().add(held)) {
+    if (auto ec = detail::heartbeat_service::instance(pid).add(held)) {
       // Without renewal the lease would silently expire: undo the acquisition.
       remove_if(held->kind, held->fd, held->identity, held->record,
                 [&](const std::string& bytes) { return bytes == held->record; });
@@ -2442,11 +2460,12 @@ class PIDLock {
   }
 
   const char* release_owned(std::error_code& ec, std::function<void()>& tell_loss) {
+    const int pid = detail::current_pid();
     std::shared_ptr<detail::held_lease> held;
     {
       std::lock_guard state(state_mutex_);
       if (!held_) return "";
-      if (held_->owner_process != detail::current_pid()) {
+      if (held_->owner_process != pid) {
         abandon_after_fork();
         return "";
       }
@@ -2454,7 +2473,7 @@ class PIDLock {
     }
     // A queued on_lease_lost for this lease is dropped; a running one is
     // awaited (it may itself call release(), which does not wait).
-    auto& service = detail::heartbeat_service::instance();
+    auto& service = detail::heartbeat_service::instance(pid);
     service.cancel_callbacks(held.get());
     std::lock_guard guard(op_mutex_);
     {
@@ -2522,7 +2541,7 @@ class PIDLock {
     auto& events = channel();
     events.watch();  // before the first attempt, so no release in between is missed
     std::stop_callback wake_on_stop(stop, [&events] { events.notify(); });
-    const auto self = detail::self_identity();
+    const auto& self = detail::self_identity();
     for (;;) {
       if (stop.stop_requested()) return false;
       events.drain();

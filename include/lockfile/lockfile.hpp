@@ -1001,10 +1001,11 @@ struct publication {
 
 // Writes bytes into a file nobody can see yet and links it to path in one
 // step, so that no reader ever sees a partial record from a live owner.
-// The portable fallback's private file is ".<name>.<owner>.tmp" in path's
-// directory, a name readers ignore.
+// The portable fallback's private file is ".<name>.<owner>.tmp" beside
+// lock_file (the lock file itself, or the one a claim is for), a name
+// readers ignore and sweeping recognizes.
 inline publication publish_new_file(const std::filesystem::path& path, std::string_view bytes,
-                                    mode_t mode, std::string_view owner) {
+                                    mode_t mode, const std::filesystem::path& lock_file, std::string_view owner) {
   publication out;
   const auto dir = path.parent_path();
   auto fail = [&](const char* operation, std::error_code ec) {
@@ -1035,7 +1036,7 @@ inline publication publish_new_file(const std::filesystem::path& path, std::stri
 #endif
 
   // Portable: a private named file, linked into place, then unnamed again.
-  const auto private_name = protocol_name(path, owner, ".tmp");
+  const auto private_name = protocol_name(lock_file, owner, ".tmp");
   unique_fd named(open_file(private_name.c_str(), O_RDWR | O_CREAT | O_EXCL | no_atime, mode));
   if (!named) return fail("create lock file", errno_code());
   if (auto ec = write_at(named.get(), bytes, 0)) {
@@ -1078,7 +1079,7 @@ inline publication publish_new_file(const std::filesystem::path& path, std::stri
 inline publication publish(const std::filesystem::path& path, std::string_view bytes,
                            mode_t file_mode, mode_t directory_mode,
                            std::string_view owner) {
-  auto result = publish_new_file(path, bytes, file_mode, owner);
+  auto result = publish_new_file(path, bytes, file_mode, path, owner);
   if (result.error != std::errc::no_such_file_or_directory) return result;
   if (auto ec = make_directories(path.parent_path(), directory_mode)) {
     result.error = ec;
@@ -1086,7 +1087,7 @@ inline publication publish(const std::filesystem::path& path, std::string_view b
     result.subject = path.parent_path();
     return result;
   }
-  return publish_new_file(path, bytes, file_mode, owner);
+  return publish_new_file(path, bytes, file_mode, path, owner);
 }
 
 // A look at someone else's lock file: its descriptor, identity and bytes.
@@ -2309,7 +2310,7 @@ class PIDLock {
       if (level > max_claim_levels) return removal::busy;
       auto name = claim_name(generation, level);
       claimed_at = std::chrono::steady_clock::now();
-      auto published = detail::publish_new_file(name, claim_record, mode, claim.owner_id);
+      auto published = detail::publish_new_file(name, claim_record, mode, absolute_, claim.owner_id);
       if (!published.error) {
         claimed = std::move(name);
         break;  // (its descriptor closes here: the claim is only a name)

@@ -19,6 +19,7 @@ torture="$build/tests/stress/torture"
 [[ $(id -u) -eq 0 ]] || { echo "the matrix needs root (mounts); skipping" >&2; exit 0; }
 
 root=$(mktemp -d /tmp/lockfile-fsmatrix-XXXXXX)
+chmod 755 "$root"  # the tests that drop to an unprivileged user must reach it
 mounts=()
 cleanup() {
   for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do umount -l "${mounts[i]}" 2>/dev/null; done
@@ -47,7 +48,7 @@ mount_fs() {
       [[ -e /dev/fuse ]] || { echo "no /dev/fuse" >&2; return 1; }
       command -v bindfs >/dev/null || { echo "no bindfs" >&2; return 1; }
       mkdir -p "$root/bindfs-backing"
-      bindfs "$root/bindfs-backing" "$dir" || return 1 ;;
+      bindfs -o allow_other "$root/bindfs-backing" "$dir" || return 1 ;;
   esac
   mounts+=("$dir")
 }

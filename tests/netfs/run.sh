@@ -6,6 +6,9 @@
 #
 #   tests/netfs/run.sh TEST_BINARY [catch2 arguments...]
 #
+# It runs any command with the two views in its environment (see
+# tests/netfs/test_two_mounts.cpp); .ci/run runs the torture test that way.
+#
 # Exits 77 (CTest: skipped) with the reason when it cannot run here: no
 # /dev/fuse, no bindfs (apt-get install bindfs), or mounting is not permitted
 # (1 instead when LOCKFILE_NETFS_REQUIRE is set, as .ci/run does).

@@ -5,7 +5,11 @@
 // losses do not explain, any hung worker, or any file left behind.
 //
 //   torture [--workers P] [--seconds T] [--stale-ms MS] [--heartbeat-ms MS]
-//           [--dir DIR] [--seed N]
+//           [--dir DIR] [--dir2 DIR2] [--seed N]
+//
+// --dir2: DIR seen through another mount (tests/netfs/run.sh mounts two
+// bindfs views of one directory, like two hosts): every other worker takes
+// the lock through it.
 //
 // Each worker loops: lock() -> critical section -> unlock(). The critical
 // section creates an O_EXCL marker holding its pid, reads a counter file,
@@ -116,6 +120,7 @@ struct settings {
   std::chrono::milliseconds stale{500};
   std::chrono::milliseconds heartbeat{50};
   fs::path dir = fs::temp_directory_path();
+  fs::path dir2;  // empty: every worker uses dir
   unsigned seed = std::random_device{}();
 };
 
@@ -139,6 +144,17 @@ void write_counter(int fd, long value, int writer) {
   char text[33];
   std::snprintf(text, sizeof text, "%020ld%012d", value, writer);
   (void)!::pwrite(fd, text, 32, 0);  // one 32-byte write: a kill cannot cut it in half
+}
+
+std::string read_text(const fs::path& file) {
+  std::string text;
+  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return text;
+  char buffer[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buffer, sizeof buffer)) > 0) text.append(buffer, static_cast<std::size_t>(n));
+  ::close(fd);
+  return text;
 }
 
 int marker_owner(const fs::path& marker) {
@@ -175,9 +191,9 @@ int run_worker(const settings& config, const fs::path& work, unsigned seed) {
                                                    shared->told.add(self);
                                                  }});
   const auto marker = work / "marker";
-  const int counter = ::open((work / "counter").c_str(), O_RDWR | O_CLOEXEC);
+  const auto counter_file = work / "counter";
   const int log = ::open((work / "increments.log").c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
-  if (counter < 0 || log < 0) return 2;
+  if (log < 0) return 2;
   // A watchdog: while this process holds the lock, did it go without
   // running, or its renewal without landing, for stale - heartbeat? (Its
   // own heartbeat on disk that old: the renewal thread stalled, say in I/O
@@ -208,15 +224,23 @@ int run_worker(const settings& config, const fs::path& work, unsigned seed) {
     told = false;
     shared->enter(self);
     enter_marker(marker, self);
+    // The counter is opened anew for every access: through a FUSE or NFS
+    // mount, a descriptor kept open may read its own stale cache.
+    const int counter = ::open(counter_file.c_str(), O_RDWR | O_CLOEXEC);
+    if (counter < 0) return 2;
     const auto before = read_counter(counter);
+    ::close(counter);
     // Mostly short; one in twenty runs long (up to 60% of the stale
     // threshold), which no correct lock may rob.
     const auto work = random() % 20 == 0
                           ? std::chrono::microseconds(random() % (config.stale.count() * 600))
                           : std::chrono::microseconds(random() % 2000);
     std::this_thread::sleep_for(work);
-    const auto now = read_counter(counter);
-    write_counter(counter, before.value + 1, self);
+    const int counter_again = ::open(counter_file.c_str(), O_RDWR | O_CLOEXEC);
+    if (counter_again < 0) return 2;
+    const auto now = read_counter(counter_again);
+    write_counter(counter_again, before.value + 1, self);
+    ::close(counter_again);
     (void)!::write(log, "+", 1);
     if (marker_owner(marker) == self) ::unlink(marker.c_str());
     shared->leave(self);
@@ -233,7 +257,6 @@ int run_worker(const settings& config, const fs::path& work, unsigned seed) {
   }
   done = true;
   watchdog.join();
-  ::close(counter);
   ::close(log);
   return 0;
 }
@@ -254,6 +277,7 @@ bool parse(int argc, char** argv, settings& config) {
     else if (flag == "--stale-ms") config.stale = std::chrono::milliseconds(std::atol(value));
     else if (flag == "--heartbeat-ms") config.heartbeat = std::chrono::milliseconds(std::atol(value));
     else if (flag == "--dir") config.dir = value;
+    else if (flag == "--dir2") config.dir2 = value;
     else if (flag == "--seed") config.seed = static_cast<unsigned>(std::strtoul(value, nullptr, 10));
     else return false;
   }
@@ -267,7 +291,7 @@ int main(int argc, char** argv) {
   if (!parse(argc, argv, config)) {
     std::fprintf(stderr,
                  "usage: torture [--workers P>=2] [--seconds T] [--stale-ms MS] [--heartbeat-ms MS] [--dir DIR] "
-                 "[--seed N]\n");
+                 "[--dir2 DIR2] [--seed N]\n");
     return 64;
   }
   void* memory = ::mmap(nullptr, sizeof(shared_state), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -288,9 +312,14 @@ int main(int argc, char** argv) {
               static_cast<long long>(config.heartbeat.count()), config.seed, work.c_str());
   std::fflush(stdout);
 
+  // Workers alternate between the two views of the directory, if given two.
+  const fs::path work2 = config.dir2.empty() ? work : config.dir2 / work.filename();
+  long spawned = 0;
+  const auto next_view = [&]() -> const fs::path& { return spawned++ % 2 == 0 ? work : work2; };
+
   std::mt19937 random(config.seed);
   std::vector<pid_t> workers;
-  for (int i = 0; i < config.workers; ++i) workers.push_back(spawn_worker(config, work, random()));
+  for (int i = 0; i < config.workers; ++i) workers.push_back(spawn_worker(config, next_view(), random()));
 
   // Chaos: every 50-300 ms, kill a random worker (and start another) or,
   // now and then, stop the current holder for 1.6 stale thresholds.
@@ -313,7 +342,7 @@ int main(int argc, char** argv) {
       shared->killed.add(victim);
       ::kill(victim, SIGKILL);
       ::waitpid(victim, nullptr, 0);
-      victim = spawn_worker(config, work, random());
+      victim = spawn_worker(config, next_view(), random());
       ++kills;
     }
   }
@@ -375,7 +404,19 @@ int main(int argc, char** argv) {
   const long unexpected = untold + shared->interfered.load();
 
   // What is left: the marker or lock file of a worker killed at the very end
-  // is explained; anything else is not.
+  // is explained, and so is a protocol file (".torture.lock.OWNER.tmp" or
+  // ".reclaim", or a claim) of a worker killed mid-way, which the network
+  // path leaves for the next reclamation to sweep; anything else is not.
+  const auto killed_protocol_file = [&](const std::string& name, const fs::path& file) {
+    const std::string prefix = ".torture.lock.";
+    if (!name.starts_with(prefix)) return false;
+    if (name.find(".claim") != std::string::npos) {
+      const auto record = lockfile::parse_lease(read_text(file));
+      return record && shared->killed.contains(record->pid);
+    }
+    if (!name.ends_with(".tmp") && !name.ends_with(".reclaim")) return false;
+    return shared->killed.contains(std::atoi(name.c_str() + prefix.size()));  // OWNER starts with its pid
+  };
   std::vector<std::string> leftovers;
   for (const auto& entry : fs::directory_iterator(work)) {
     const auto name = entry.path().filename().string();
@@ -385,6 +426,7 @@ int main(int argc, char** argv) {
       const auto status = lockfile::inspect(entry.path());
       if (status.lease && shared->killed.contains(status.lease->pid)) continue;
     }
+    if (killed_protocol_file(name, entry.path())) continue;
     leftovers.push_back(name);
   }
 

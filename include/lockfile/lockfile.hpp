@@ -939,26 +939,25 @@ inline std::error_code move_name(const std::filesystem::path& from, const std::f
   return ::rename(from.c_str(), to.c_str()) == 0 ? std::error_code{} : errno_code();
 }
 
-// Gives a moved-aside file its name back, unless someone has taken the name
-// meanwhile (link fails with EEXIST; without hard links, a rename that
-// refuses to replace). The aside name is gone afterwards either way: if the
-// name was taken, the file's owner has lost the lock, and learns it at its
-// next renewal.
-inline std::error_code put_back(const std::filesystem::path& aside, const std::filesystem::path& path) {
-  std::error_code ec;
+// Gives a moved-aside file its name back: link(), or where the file system
+// has no hard links, a rename that refuses to replace. When the name has
+// been taken meanwhile (EEXIST), the aside name is removed: the file's owner
+// has lost the lock and learns it at its next renewal. On any other failure
+// the file stays aside, for its owner's renewal to find the path gone and
+// for a later sweep; removing it then would destroy a file someone renewed.
+inline void put_back(const std::filesystem::path& aside, const std::filesystem::path& path) {
   if (::link(aside.c_str(), path.c_str()) == 0) {
     remove_name(aside);
-    return ec;
+    return;
   }
-  ec = errno_code();
+  int error = errno;
 #if defined(__linux__) && defined(RENAME_NOREPLACE)
-  if (ec.value() == EPERM || not_supported(ec.value())) {
-    if (::renameat2(AT_FDCWD, aside.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) == 0) return {};
-    ec = errno_code();
+  if (error == EPERM || not_supported(error)) {
+    if (::renameat2(AT_FDCWD, aside.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) == 0) return;
+    error = errno;
   }
 #endif
-  remove_name(aside);
-  return ec;
+  if (error == EEXIST) remove_name(aside);
 }
 
 // The names in dir that start with prefix (for sweeping protocol leftovers).
@@ -1040,25 +1039,31 @@ inline publication publish_new_file(const std::filesystem::path& path, std::stri
   unique_fd named(open_file(private_name.c_str(), O_RDWR | O_CREAT | O_EXCL | no_atime, mode));
   if (!named) return fail("create lock file", errno_code());
   if (auto ec = write_at(named.get(), bytes, 0)) {
+    named.reset();
     remove_name(private_name);
     return fail("write lock file", ec);
   }
+  // Closed before it is linked: an NFS client sends the written bytes to
+  // the server at close, so another host never reads the linked name empty;
+  // and a network client keeps a file unlinked while open under a hidden
+  // name (".nfsXXXX", ".fuse_hidden...") until it is closed.
+  named.reset();
   if (::link(private_name.c_str(), path.c_str()) == 0) {
-    // Keep a descriptor opened through the lock's own name, and close the
-    // private one before unnaming it: a network client keeps a file that is
-    // unlinked while open under a hidden name (".nfsXXXX", ".fuse_hidden...")
-    // until it is closed, and FUSE file systems on libfuse's path API tie a
-    // descriptor (and its flock) to the name it was opened by. Nobody can
-    // take a record this fresh from under us in between.
-    unique_fd through_name(open_file(path.c_str(), O_RDWR | no_atime));
-    if (through_name) named = std::move(through_name);
     remove_name(private_name);
-    out.fd = std::move(named);
+    // The lock's descriptor is opened through its own name (FUSE file
+    // systems on libfuse's path API tie a descriptor, and its flock, to the
+    // name it was opened by). Nobody can take a record this fresh from us
+    // in between.
+    out.fd.reset(open_file(path.c_str(), O_RDWR | no_atime));
+    if (!out.fd) {
+      const auto ec = errno_code();
+      remove_name(path);
+      return fail("open lock file", ec);
+    }
     return out;
   }
   const int link_errno = errno;
   remove_name(private_name);
-  named.reset();
   if (link_errno != EPERM && !not_supported(link_errno))
     return fail("create lock file", errno_code(link_errno));
 
@@ -1470,17 +1475,20 @@ inline unique_fd open_holder_exit_fd(int pid, std::uint64_t start_time) {
 // Unique across processes, hosts and calls: pid, wall time, a counter and
 // 64 random bits.
 //
-// The random bits come from a generator seeded once per thread from
-// std::random_device, which may cost a system call or a slow instruction
-// per use. A forked child continues its parent thread's sequence; its pid
-// keeps its IDs distinct.
+// The random bits come from a generator seeded from std::random_device
+// (which may cost a system call or a slow instruction per use) once per
+// thread, and again in a forked child, which would otherwise repeat its
+// parent's bits.
 inline std::string new_owner_id(int pid, std::chrono::system_clock::time_point now) {
   static std::atomic<std::uint64_t> counter{0};
-  thread_local std::mt19937_64 bits{[] {
+  thread_local std::mt19937_64 bits;  // NOLINT(cert-msc32-c,cert-msc51-cpp): seeded below before any use
+  thread_local int seeded_for = 0;
+  if (seeded_for != pid) {
     std::random_device entropy;
     std::seed_seq seed{entropy(), entropy(), entropy(), entropy()};
-    return std::mt19937_64(seed);
-  }()};
+    bits.seed(seed);
+    seeded_for = pid;
+  }
   const std::uint64_t random = bits();
   char hex[17] = {};
   std::to_chars(hex, hex + 16, random, 16);
@@ -2305,11 +2313,16 @@ class PIDLock {
     const auto mode = detail::to_mode(options_.file_mode);
     std::vector<std::pair<std::filesystem::path, std::string>> abandoned;  // stale lower levels
     std::filesystem::path claimed;
-    std::chrono::steady_clock::time_point claimed_at;
+    // The claim's age as others judge it counts from its record's heartbeat.
+    const auto claimed_at = std::chrono::steady_clock::now();
     for (int level = 0, vanished = 0;;) {
-      if (level > max_claim_levels) return removal::busy;
+      if (level > max_claim_levels) {
+        // Every level is a stale claim of crashed or stalled claimants:
+        // clear them, so that the next try starts again at level 0.
+        remove_unchanged(abandoned);
+        return removal::busy;
+      }
       auto name = claim_name(generation, level);
-      claimed_at = std::chrono::steady_clock::now();
       auto published = detail::publish_new_file(name, claim_record, mode, absolute_, claim.owner_id);
       if (!published.error) {
         claimed = std::move(name);
@@ -2319,7 +2332,10 @@ class PIDLock {
         return removal_failed("claim stale lock file", published.error);
       auto other = detail::observe_file(name, fs_path::network);
       other.fd.reset();
-      if (other.error == std::errc::no_such_file_or_directory && ++vanished < max_vanished_passes) continue;
+      if (other.error == std::errc::no_such_file_or_directory) {
+        if (++vanished < max_vanished_passes) continue;
+        return removal::busy;
+      }
       if (other.error) return removal_failed("read claim of stale lock file", other.error);
       if (detail::judge(other.bytes, other.facts, options_, nullptr, self).status.state == LockState::held)
         return removal::busy;  // someone else is removing this generation
@@ -2336,10 +2352,10 @@ class PIDLock {
       // Others may take the next claim level once ours is stale: move only
       // while it is young, so that the moment is far from that.
       if (std::chrono::steady_clock::now() - claimed_at >= options_.lease_stale_threshold / 2)
-        return removal::changed;
+        return removal::busy;  // too slow this time (a release retries; nothing was lost)
       const auto aside = detail::protocol_name(absolute_, claim.owner_id, ".reclaim");
       if (auto error = detail::move_name(absolute_, aside)) {
-        if (error == std::errc::no_such_file_or_directory) return removal::vanished;
+        if (error == std::errc::no_such_file_or_directory || error.value() == ESTALE) return removal::vanished;
         return removal_failed("move stale lock file aside", error);
       }
       auto moved = detail::observe_file(aside, fs_path::network);
@@ -2355,15 +2371,24 @@ class PIDLock {
       return removal::changed;
     }();
 
-    // The claim goes, and the abandoned levels below it, each only if it is
-    // still the stale file judged.
-    detail::remove_name(claimed);
-    for (const auto& [name, bytes] : abandoned) {
-      auto again = detail::observe_file(name, fs_path::network);
+    // The abandoned levels below go first, each only if it is still the
+    // stale claim judged, then our own: while ours stands, nobody starts
+    // over at a lower level. Ours stays if it may already have been judged
+    // stale (we stalled for the threshold): a claimant above us now works
+    // under it, and removes it when done.
+    remove_unchanged(abandoned);
+    if (std::chrono::steady_clock::now() - claimed_at < options_.lease_stale_threshold)
+      detail::remove_name(claimed);
+    return outcome;
+  }
+
+  // Removes each file whose bytes are still the ones judged (stale claims).
+  static void remove_unchanged(const std::vector<std::pair<std::filesystem::path, std::string>>& judged) {
+    for (const auto& [name, bytes] : judged) {
+      auto again = detail::observe_file(name, detail::fs_path::network);
       again.fd.reset();
       if (!again.error && again.bytes == bytes) detail::remove_name(name);
     }
-    return outcome;
   }
 
   // Protocol leftovers beside the lock file (a claim, a file moved aside or
@@ -2374,15 +2399,29 @@ class PIDLock {
   void sweep_leftovers(const detail::process_identity& self) {
     const auto dir = absolute_.parent_path();
     const auto prefix = detail::protocol_name(absolute_, "", "").filename().native();
-    const auto is_leftover = [](std::string_view name) {
-      const auto ends = [&](std::string_view suffix) {
-        return name.size() >= suffix.size() && name.substr(name.size() - suffix.size()) == suffix;
-      };
-      if (ends(".claim") || ends(".reclaim") || ends(".tmp")) return true;
-      const auto dot = name.rfind('.');
-      const auto level = name.substr(dot + 1);
-      return name.substr(0, dot).ends_with(".claim") && !level.empty() &&
-             level.find_first_not_of("0123456789") == std::string_view::npos;
+    // Only names of the protocol's exact shapes, so that a user's file that
+    // happens to start with ".<name>." is never touched:
+    //   .<name>.<hex token>.claim[.<level>]   .<name>.<ownerID>.reclaim|.tmp
+    // where an ownerID is "<pid>-<nanoseconds>-<counter>-<hex>".
+    const auto only = [](std::string_view text, std::string_view allowed) {
+      return !text.empty() && text.find_first_not_of(allowed) == std::string_view::npos;
+    };
+    const auto is_owner_id = [&](std::string_view text) {
+      for (int field = 0; field < 3; ++field) {
+        const auto dash = text.find('-');
+        if (dash == std::string_view::npos || !only(text.substr(0, dash), "0123456789")) return false;
+        text.remove_prefix(dash + 1);
+      }
+      return only(text, "0123456789abcdef");
+    };
+    const auto is_leftover = [&](std::string_view leaf) {
+      auto rest = leaf.substr(prefix.size());
+      for (const std::string_view suffix : {".reclaim", ".tmp"})
+        if (rest.ends_with(suffix)) return is_owner_id(rest.substr(0, rest.size() - suffix.size()));
+      const auto claim = rest.find(".claim");
+      if (claim == std::string_view::npos || !only(rest.substr(0, claim), "0123456789abcdef")) return false;
+      const auto level = rest.substr(claim + 6);
+      return level.empty() || (level.front() == '.' && only(level.substr(1), "0123456789"));
     };
     for (const auto& leaf : detail::names_starting_with(dir, prefix)) {
       if (!is_leftover(leaf)) continue;

@@ -50,6 +50,7 @@ std::atomic<int> move_aside_delay_us{0};
 // Set by the no-hard-links test: link() fails with EPERM, as on some FUSE
 // and SMB mounts.
 std::atomic<bool> links_unsupported{false};
+std::atomic<int> links_refused{0};
 
 }  // namespace
 
@@ -57,6 +58,7 @@ extern "C" int link(const char* from, const char* to) noexcept {
   using link_fn = int (*)(const char*, const char*);
   static const auto real = reinterpret_cast<link_fn>(::dlsym(RTLD_NEXT, "link"));
   if (links_unsupported) {
+    ++links_refused;
     errno = EPERM;
     return -1;
   }
@@ -373,14 +375,21 @@ TEST_CASE("two mounts: leftovers of a crashed reclaimer are swept once stale") {
   // aside. Both old; then a stale lock file whose reclamation sweeps them.
   const auto old = std::chrono::system_clock::now() - 1h;
   write_file(dir.real / ".x.lock.0123456789abcdef.claim", foreign_record(old, 999999, "crashed-claimant"));
-  write_file(dir.real / ".x.lock.crashed-claimant.reclaim", foreign_record(old, 999999, "older-owner"));
+  write_file(dir.real / ".x.lock.4242-1795787232520617979-3-774981f07cfb05bc.reclaim",
+             foreign_record(old, 999999, "older-owner"));
+  // A user's files that merely begin like the protocol's are never touched.
+  write_file(dir.real / ".x.lock.backup.tmp", "user data");
+  set_mtime(dir.real / ".x.lock.backup.tmp", old);
+  write_file(dir.real / ".x.lock.notes.claim", "user data");
+  set_mtime(dir.real / ".x.lock.notes.claim", old);
   // A fresh claim of someone alive is left alone.
   write_file(dir.real / ".x.lock.fedcba9876543210.claim",
              foreign_record(std::chrono::system_clock::now(), 999999, "live-claimant"));
   write_file(dir.real / "x.lock", foreign_record(old));
   PIDLock lock(dir.a / "x.lock");
   REQUIRE(lock.try_lock());
-  const std::set<std::string> expected{"x.lock", ".x.lock.fedcba9876543210.claim"};
+  const std::set<std::string> expected{"x.lock", ".x.lock.fedcba9876543210.claim", ".x.lock.backup.tmp",
+                                       ".x.lock.notes.claim"};
   CHECK(eventually([&] { return dir.entries() == expected; }));
   lock.release();
 }
@@ -437,6 +446,7 @@ TEST_CASE("two mounts: without hard links, publishing falls back to O_EXCL and t
   write_file(dir.real / "x.lock", foreign_record(std::chrono::system_clock::now() - 1h));
   PIDLock lock(dir.a / "x.lock");
   CHECK(lock.try_lock());
+  CHECK(links_refused.load() > 0);  // the fallback ran (in this process, too)
   const auto status = lockfile::inspect(dir.b / "x.lock");
   CHECK(status.state == LockState::held);
   lock.release();
@@ -475,4 +485,27 @@ TEST_CASE("two mounts: a claim left by a crashed reclaimer blocks that generatio
   CHECK(std::chrono::system_clock::now() - claimed >= 1s);
   lock.release();
   CHECK(eventually([&] { return dir.entries().empty(); }));  // the stale claim was swept
+}
+
+TEST_CASE("two mounts: a holder whose file another host overwrites in place learns of it from a fresh read") {
+  shared_directory dir;
+  pipe_pair lost;
+  const int told = lost.write_end;
+  holder_process holder(dir.a / "x.lock", {.lease_heartbeat_interval = 50ms,
+                                           .lease_stale_threshold = 2s,
+                                           .on_lease_lost = [told] { (void)!::write(told, "L", 1); }});
+  REQUIRE(holder.acquired());
+  lost.close_write();
+  // Another owner's record, written into the same file through mount B (as
+  // the Go package's tests do): same inode, new bytes.
+  const auto usurper = foreign_record(std::chrono::system_clock::now(), 4242, "usurper");
+  {
+    const int fd = ::open((dir.b / "x.lock").c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    CHECK(::write(fd, usurper.data(), usurper.size()) == static_cast<ssize_t>(usurper.size()));
+    ::close(fd);
+  }
+  CHECK(receive_within(lost, 10s) == 'L');
+  CHECK(holder.finish() == 0);
+  CHECK(read_file(dir.real / "x.lock") == usurper);  // its release left the usurper's file alone
 }

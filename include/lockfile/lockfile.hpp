@@ -1141,6 +1141,16 @@ inline observed_file observe_file(const std::filesystem::path& path, fs_path kin
   return out;
 }
 
+// For inspection: a file that was opened and then vanished (ENOENT or
+// ESTALE from statx or read; on a network file system possibly for a
+// moment only) is looked at again, a few times, before it is called gone.
+inline observed_file observe_settled(const std::filesystem::path& path, fs_path kind) {
+  auto seen = observe_file(path, kind);
+  for (int again = 0; again < 8 && seen.error == std::errc::no_such_file_or_directory && seen.fd; ++again)
+    seen = observe_file(path, kind);
+  return seen;
+}
+
 // Reads a small text file whole (for /proc); empty on any failure.
 inline std::string read_small_file(const char* path) {
   unique_fd fd(open_file(path, O_RDONLY));
@@ -2006,7 +2016,7 @@ class PIDLock {
   // judge it. Changes nothing.
   LockStatus inspect() const {
     std::lock_guard guard(op_mutex_);
-    auto seen = detail::observe_file(absolute_, file_system());
+    auto seen = detail::observe_settled(absolute_, file_system());
     if (seen.error == std::errc::no_such_file_or_directory) return {};
     if (seen.error) throw std::filesystem::filesystem_error(seen.operation, path_, seen.error);
     return detail::judge(seen.bytes, seen.facts, options_, &memory_, detail::self_identity()).status;
@@ -2628,7 +2638,7 @@ namespace lockfile {
 // nothing. Throws filesystem_error when the file cannot be read.
 inline LockStatus inspect(const std::filesystem::path& lock_file, const Options& options) {
   const auto kind = detail::decide_fs_path(std::filesystem::absolute(lock_file).parent_path()).path;
-  auto seen = detail::observe_file(lock_file, kind);
+  auto seen = detail::observe_settled(lock_file, kind);
   if (seen.error == std::errc::no_such_file_or_directory) return {};
   if (seen.error) throw std::filesystem::filesystem_error(seen.operation, lock_file, seen.error);
   return detail::judge(seen.bytes, seen.facts, options, nullptr, detail::self_identity()).status;

@@ -17,9 +17,12 @@
 #include <signal.h>
 #include <sys/inotify.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <array>
+#include <cstdarg>
+#include <functional>
 #include <atomic>
 #include <charconv>
 #include <chrono>
@@ -52,6 +55,18 @@ std::atomic<int> move_aside_delay_us{0};
 std::atomic<bool> links_unsupported{false};
 std::atomic<int> links_refused{0};
 
+// Set by the put-back test: runs once just before a move aside, in the gap
+// between the reclaimer's fresh check and its rename (a renewal landing).
+std::function<void()> before_move_aside;
+
+// Set by the ESTALE test: this many statx() and pread() calls on a file
+// named "x.lock" fail with ESTALE, as on an NFS client whose file handle the
+// server no longer knows.
+std::atomic<int> estale_budget{0};
+thread_local const char* last_opened = "";
+
+bool is_lock_file(const char* path) { return std::string_view(path).ends_with("/x.lock"); }
+
 }  // namespace
 
 extern "C" int link(const char* from, const char* to) noexcept {
@@ -72,7 +87,44 @@ extern "C" int rename(const char* from, const char* to) noexcept {
   static const auto real = reinterpret_cast<rename_fn>(::dlsym(RTLD_NEXT, "rename"));
   if (const int delay = move_aside_delay_us.load(); delay > 0 && std::string_view(to).ends_with(".reclaim"))
     std::this_thread::sleep_for(std::chrono::microseconds(delay));
+  if (before_move_aside && std::string_view(to).ends_with(".reclaim")) std::exchange(before_move_aside, {})();
   return real(from, to);
+}
+
+// open() remembers the name, so that statx() and pread() on the descriptor
+// know which file they are reading.
+extern "C" int open(const char* path, int flags, ...) {
+  using open_fn = int (*)(const char*, int, ...);
+  static const auto real = reinterpret_cast<open_fn>(::dlsym(RTLD_NEXT, "open"));
+  mode_t mode = 0;
+  if (flags & (O_CREAT | O_TMPFILE)) {
+    va_list args;
+    va_start(args, flags);
+    mode = static_cast<mode_t>(va_arg(args, int));
+    va_end(args);
+  }
+  last_opened = is_lock_file(path) ? "x.lock" : "";
+  return real(path, flags, mode);
+}
+
+extern "C" int statx(int fd, const char* path, int flags, unsigned mask, struct statx* out) noexcept {
+  using statx_fn = int (*)(int, const char*, int, unsigned, struct statx*);
+  static const auto real = reinterpret_cast<statx_fn>(::dlsym(RTLD_NEXT, "statx"));
+  if (*last_opened != '\0' && estale_budget.load() > 0 && estale_budget-- > 0) {
+    errno = ESTALE;
+    return -1;
+  }
+  return real(fd, path, flags, mask, out);
+}
+
+extern "C" ssize_t pread64(int fd, void* buffer, size_t count, off_t offset) {
+  using pread_fn = ssize_t (*)(int, void*, size_t, off_t);
+  static const auto real = reinterpret_cast<pread_fn>(::dlsym(RTLD_NEXT, "pread64"));
+  if (*last_opened != '\0' && estale_budget.load() > 0 && estale_budget-- > 0) {
+    errno = ESTALE;
+    return -1;
+  }
+  return real(fd, buffer, count, offset);
 }
 
 namespace {
@@ -508,4 +560,44 @@ TEST_CASE("two mounts: a holder whose file another host overwrites in place lear
   CHECK(receive_within(lost, 10s) == 'L');
   CHECK(holder.finish() == 0);
   CHECK(read_file(dir.real / "x.lock") == usurper);  // its release left the usurper's file alone
+}
+
+TEST_CASE("two mounts: a renewal that lands between a reclaimer's check and its move is put back") {
+  shared_directory dir;
+  // A record that looks stale (an hour old), whose owner renews it just as
+  // the reclaimer is about to move it aside: the reclaimer must notice the
+  // moved file changed, and put it back.
+  write_file(dir.real / "x.lock", foreign_record(std::chrono::system_clock::now() - 1h));
+  const auto renewed = foreign_record(std::chrono::system_clock::now());
+  before_move_aside = [&] { write_file(dir.real / "x.lock", renewed); };
+  PIDLock lock(dir.a / "x.lock");
+  CHECK_FALSE(lock.try_lock());  // put back, then judged again: held
+  CHECK_FALSE(before_move_aside);  // the renewal did land in that gap
+  CHECK(read_file(dir.real / "x.lock") == renewed);
+  CHECK(eventually([&] { return dir.entries() == std::set<std::string>{"x.lock"}; }));
+}
+
+TEST_CASE("two mounts: ESTALE from statx or pread of a just-opened lock file is retried, never an error") {
+  shared_directory dir;
+  write_file(dir.real / "x.lock", foreign_record(std::chrono::system_clock::now()));
+  PIDLock lock(dir.a / "x.lock");
+  for (const int failures : {1, 2, 3}) {
+    INFO(failures << " ESTALE answers in a row");
+    estale_budget = failures;
+    std::error_code ec;
+    lock.acquire(ec);
+    CHECK(ec == lockfile::errc::lock_held);  // a live foreign record: held, not an error
+    CHECK(estale_budget.load() <= 0);
+  }
+  estale_budget = 2;
+  CHECK(lockfile::inspect(dir.a / "x.lock").state == LockState::held);
+  estale_budget = 0;
+  // (A fresh lock: this one saw the bytes change, and would call the file
+  // alive by observation.)
+  write_file(dir.real / "x.lock", foreign_record(std::chrono::system_clock::now() - 1h));
+  PIDLock reclaimer(dir.a / "x.lock");
+  estale_budget = 2;
+  CHECK(reclaimer.try_lock());
+  estale_budget = 0;
+  reclaimer.release();
 }

@@ -934,9 +934,18 @@ inline fs_path_decision decide_fs_path(const std::filesystem::path& dir) {
 #endif
 }
 
+// A file that is gone: ENOENT, or ESTALE from a network file system whose
+// server removed it (its file handle is no longer known). Both are
+// "vanished", which callers retry.
+inline std::error_code vanished_as_enoent(std::error_code ec) {
+  return ec == std::errc::no_such_file_or_directory || ec.value() == ESTALE
+             ? std::make_error_code(std::errc::no_such_file_or_directory)
+             : ec;
+}
+
 // rename(2) for moving a file aside; ENOENT when it vanished first.
 inline std::error_code move_name(const std::filesystem::path& from, const std::filesystem::path& to) {
-  return ::rename(from.c_str(), to.c_str()) == 0 ? std::error_code{} : errno_code();
+  return ::rename(from.c_str(), to.c_str()) == 0 ? std::error_code{} : vanished_as_enoent(errno_code());
 }
 
 // Gives a moved-aside file its name back: link(), or where the file system
@@ -1111,11 +1120,6 @@ struct observed_file {
 // removed it) is reported as ENOENT: vanished, to be retried.
 inline observed_file observe_file(const std::filesystem::path& path, fs_path kind = fs_path::local) {
   observed_file out;
-  const auto vanished_as_enoent = [](std::error_code ec) {
-    return ec == std::errc::no_such_file_or_directory || ec.value() == ESTALE
-               ? std::make_error_code(std::errc::no_such_file_or_directory)
-               : ec;
-  };
   // Read-write where permitted: NFS emulates flock with POSIX locks, which
   // need a writable descriptor. O_NONBLOCK: a FIFO at the path must not hang us.
   out.fd.reset(open_file(path.c_str(), O_RDWR | O_NONBLOCK));
@@ -2329,7 +2333,7 @@ class PIDLock {
       if (level > max_claim_levels) {
         // Every level is a stale claim of crashed or stalled claimants:
         // clear them, so that the next try starts again at level 0.
-        remove_unchanged(abandoned);
+        for (const auto& [stale, bytes] : abandoned) remove_if_unchanged(stale, bytes);
         return removal::busy;
       }
       auto name = claim_name(generation, level);
@@ -2365,7 +2369,7 @@ class PIDLock {
         return removal::busy;  // too slow this time (a release retries; nothing was lost)
       const auto aside = detail::protocol_name(absolute_, claim.owner_id, ".reclaim");
       if (auto error = detail::move_name(absolute_, aside)) {
-        if (error == std::errc::no_such_file_or_directory || error.value() == ESTALE) return removal::vanished;
+        if (error == std::errc::no_such_file_or_directory) return removal::vanished;
         return removal_failed("move stale lock file aside", error);
       }
       auto moved = detail::observe_file(aside, fs_path::network);
@@ -2386,19 +2390,18 @@ class PIDLock {
     // over at a lower level. Ours stays if it may already have been judged
     // stale (we stalled for the threshold): a claimant above us now works
     // under it, and removes it when done.
-    remove_unchanged(abandoned);
+    for (const auto& [stale, bytes] : abandoned) remove_if_unchanged(stale, bytes);
     if (std::chrono::steady_clock::now() - claimed_at < options_.lease_stale_threshold)
       detail::remove_name(claimed);
     return outcome;
   }
 
-  // Removes each file whose bytes are still the ones judged (stale claims).
-  static void remove_unchanged(const std::vector<std::pair<std::filesystem::path, std::string>>& judged) {
-    for (const auto& [name, bytes] : judged) {
-      auto again = detail::observe_file(name, detail::fs_path::network);
-      again.fd.reset();
-      if (!again.error && again.bytes == bytes) detail::remove_name(name);
-    }
+  // Removes a protocol file judged stale if a fresh read still shows the
+  // bytes judged (best effort: the file is not the lock itself).
+  static void remove_if_unchanged(const std::filesystem::path& name, const std::string& judged) {
+    auto again = detail::observe_file(name, detail::fs_path::network);
+    again.fd.reset();
+    if (!again.error && again.bytes == judged) detail::remove_name(name);
   }
 
   // Protocol leftovers beside the lock file (a claim, a file moved aside or
@@ -2440,9 +2443,7 @@ class PIDLock {
       seen.fd.reset();
       if (seen.error) continue;
       if (detail::judge(seen.bytes, seen.facts, options_, nullptr, self).status.state != LockState::stale) continue;
-      auto again = detail::observe_file(name, detail::fs_path::network);
-      again.fd.reset();
-      if (!again.error && again.bytes == seen.bytes) detail::remove_name(name);
+      remove_if_unchanged(name, seen.bytes);
     }
   }
 

@@ -104,6 +104,8 @@ function(install_and_relocate prefix_out)
   file(RENAME "${_staged}" "${_prefix}")
   foreach(_file IN ITEMS
       include/lockfile/lockfile.hpp
+      include/lockfile/detail/pid_lock.hpp
+      include/lockfile/detail/platform_posix.hpp
       share/cmake/lockfile/lockfileConfig.cmake
       share/cmake/lockfile/lockfileConfigVersion.cmake
       share/cmake/lockfile/lockfileTargets.cmake

@@ -1,0 +1,884 @@
+// Platform layer: every POSIX call the library makes lives here. Functions
+// report errno through std::error_code and never throw.
+// Part of lockfile.hpp, which includes the parts in order; include that.
+#ifndef LOCKFILE_DETAIL_PLATFORM_POSIX_HPP
+#define LOCKFILE_DETAIL_PLATFORM_POSIX_HPP
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>  // NOLINT(modernize-deprecated-headers): POSIX sigset_t, pthread_sigmask
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+#if defined(__linux__)
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#endif
+#else
+#error "lockfile needs a POSIX system (link, flock, O_NOFOLLOW)"
+#endif
+
+namespace lockfile::detail {
+
+inline std::error_code errno_code(int value = errno) { return {value, std::system_category()}; }
+
+// EOPNOTSUPP and ENOTSUP: one value on Linux, two elsewhere (BSDs, macOS).
+inline bool not_supported(int error) {
+  return error == EOPNOTSUPP || error == ENOTSUP;  // NOLINT(misc-redundant-expression): equal on Linux only
+}
+
+using steady_clock_time = std::chrono::steady_clock::time_point;
+
+// Owns one file descriptor; closes it on destruction.
+class unique_fd {
+ public:
+  unique_fd() = default;
+  explicit unique_fd(int fd) : fd_(fd) {}
+  unique_fd(unique_fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  unique_fd& operator=(unique_fd&& other) noexcept {
+    if (this != &other) reset(std::exchange(other.fd_, -1));
+    return *this;
+  }
+  unique_fd(const unique_fd&) = delete;
+  unique_fd& operator=(const unique_fd&) = delete;
+  ~unique_fd() { reset(); }
+
+  int get() const { return fd_; }
+  explicit operator bool() const { return fd_ >= 0; }
+  void reset(int fd = -1) {
+    if (fd_ >= 0) ::close(fd_);  // even on EINTR the descriptor is gone (Linux)
+    fd_ = fd;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// Every open goes through here: never leak the descriptor into an exec'd
+// child, and never follow a symbolic link at the last component of a lock
+// file's name. (The lock's directory may be reached through one: /var/lock
+// is a link to /run/lock on many systems.)
+enum class last_component { no_follow, follow };
+
+inline int open_file(const char* path, int flags, mode_t mode = 0,
+                     last_component last = last_component::no_follow) {
+  if (last == last_component::no_follow) flags |= O_NOFOLLOW;
+  int fd = -1;
+  do fd = ::open(path, flags | O_CLOEXEC, mode);
+  while (fd < 0 && errno == EINTR);
+  return fd;
+}
+
+// For the files we create: every renewal reads our own file after writing
+// it, and under relatime each such read would also write the inode's atime.
+// (Permitted to the file's owner, which the creator is.)
+#if defined(O_NOATIME)
+inline constexpr int no_atime = O_NOATIME;
+#else
+inline constexpr int no_atime = 0;
+#endif
+
+inline mode_t to_mode(std::filesystem::perms perms) {
+  return static_cast<mode_t>(perms & std::filesystem::perms::mask);
+}
+
+struct file_identity {
+  dev_t device = 0;
+  ino_t inode = 0;
+  friend bool operator==(const file_identity&, const file_identity&) = default;
+};
+
+struct file_facts {
+  file_identity identity;
+  bool regular = false;
+  bool directory = false;
+  nlink_t links = 0;
+  std::chrono::system_clock::time_point modified;
+};
+
+inline file_facts facts_from(const struct stat& st) {
+  file_facts facts;
+  facts.identity = {st.st_dev, st.st_ino};
+  facts.regular = S_ISREG(st.st_mode);
+  facts.directory = S_ISDIR(st.st_mode);
+  facts.links = st.st_nlink;
+#if defined(__APPLE__)
+  const auto& mtime = st.st_mtimespec;
+#else
+  const auto& mtime = st.st_mtim;
+#endif
+  facts.modified = from_unix_nanos(static_cast<std::int64_t>(mtime.tv_sec) * 1'000'000'000 +
+                                   mtime.tv_nsec);
+  return facts;
+}
+
+inline std::error_code stat_fd(int fd, file_facts& out) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return errno_code();
+  out = facts_from(st);
+  return {};
+}
+
+// lstat: a symbolic link at the path is reported as such, never followed.
+inline std::error_code stat_path(const std::filesystem::path& path, file_facts& out) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return errno_code();
+  out = facts_from(st);
+  return {};
+}
+
+// fstat that does not trust the client's attribute cache: on a network file
+// system (and FUSE) fstat may answer from a cache, or for the name rather
+// than the open file. statx with AT_STATX_FORCE_SYNC asks the server.
+inline std::error_code stat_fd_fresh(int fd, file_facts& out) {
+#if defined(__linux__) && defined(STATX_BASIC_STATS) && defined(AT_STATX_FORCE_SYNC)
+  struct statx st {};
+  if (::statx(fd, "", AT_EMPTY_PATH | AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, &st) == 0) {
+    out.identity = {makedev(st.stx_dev_major, st.stx_dev_minor), static_cast<ino_t>(st.stx_ino)};
+    out.regular = S_ISREG(st.stx_mode);
+    out.directory = S_ISDIR(st.stx_mode);
+    out.links = st.stx_nlink;
+    out.modified = from_unix_nanos(static_cast<std::int64_t>(st.stx_mtime.tv_sec) * 1'000'000'000 +
+                                   st.stx_mtime.tv_nsec);
+    return {};
+  }
+  if (errno != ENOSYS) return errno_code();
+#endif
+  return stat_fd(fd, out);
+}
+
+// Reads from offset 0 up to limit + 1 bytes, so that "larger than limit" is
+// known without reading a large file whole. The buffer starts small and
+// grows: a lease record is a few hundred bytes, and zero-filling 64 KiB on
+// every renewal would cost more than the read. A short read of a regular
+// file means its end.
+inline std::error_code read_prefix(int fd, std::string& out, std::size_t limit) {
+  const std::size_t cap = limit + 1;
+  out.resize(std::min<std::size_t>(cap, 1024));
+  std::size_t got = 0;
+  for (;;) {
+    const std::size_t want = out.size() - got;
+    const ssize_t n = ::pread(fd, out.data() + got, want, static_cast<off_t>(got));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const auto ec = errno_code();
+      out.clear();
+      return ec;
+    }
+    got += static_cast<std::size_t>(n);
+    if (static_cast<std::size_t>(n) < want || got == cap) break;
+    out.resize(std::min(cap, out.size() * 4));
+  }
+  out.resize(got);
+  return {};
+}
+
+inline std::error_code write_at(int fd, std::string_view bytes, off_t offset) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::pwrite(fd, bytes.data(), bytes.size(), offset);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno_code();
+    }
+    bytes.remove_prefix(static_cast<std::size_t>(n));
+    offset += n;
+  }
+  return {};
+}
+
+inline std::error_code truncate_to(int fd, std::size_t size) {
+  int rc = 0;
+  do rc = ::ftruncate(fd, static_cast<off_t>(size));
+  while (rc != 0 && errno == EINTR);
+  return rc == 0 ? std::error_code{} : errno_code();
+}
+
+enum class flock_result { locked, busy, unsupported, failed };
+
+// flock, not fcntl locks: those belong to the process, so two locks in one
+// process would not exclude each other.
+inline flock_result try_flock(int fd, std::error_code& ec) {
+  int rc = 0;
+  do rc = ::flock(fd, LOCK_EX | LOCK_NB);
+  while (rc != 0 && errno == EINTR);
+  if (rc == 0) return flock_result::locked;
+  if (errno == EWOULDBLOCK) return flock_result::busy;
+  ec = errno_code();
+  if (errno == ENOLCK || not_supported(errno)) return flock_result::unsupported;
+  return flock_result::failed;
+}
+
+inline void unlock_flock(int fd) { ::flock(fd, LOCK_UN); }
+
+inline std::error_code remove_name(const std::filesystem::path& path) {
+  return ::unlink(path.c_str()) == 0 ? std::error_code{} : errno_code();
+}
+
+// Unlinks path if it still names fd's inode, checked under fd's flock (the
+// lock's removal rule) — for undoing our own just-created file. Busy or
+// changed: left alone, to go stale.
+inline void unlink_if_names(int fd, const std::filesystem::path& path) {
+  std::error_code ec;
+  const auto locked = try_flock(fd, ec);
+  if (locked == flock_result::busy || locked == flock_result::failed) return;
+  file_facts mine;
+  file_facts named;
+  if (!stat_fd(fd, mine) && !stat_path(path, named) && mine.identity == named.identity) remove_name(path);
+  if (locked == flock_result::locked) unlock_flock(fd);
+}
+
+// mkdir -p: every missing level is created with mode (the umask applies).
+// NOLINTNEXTLINE(misc-no-recursion): one level per path component
+inline std::error_code make_directories(const std::filesystem::path& dir, mode_t mode) {
+  if (dir.empty()) return {};
+  if (::mkdir(dir.c_str(), mode) == 0) return {};
+  if (errno == EEXIST) return {};
+  if (errno != ENOENT) return errno_code();
+  const auto parent = dir.parent_path();
+  if (parent == dir) return errno_code(ENOENT);
+  if (auto ec = make_directories(parent, mode)) return ec;
+  if (::mkdir(dir.c_str(), mode) == 0 || errno == EEXIST) return {};
+  return errno_code();
+}
+
+// Which removal path a directory's file system takes (DESIGN.md "Protocol",
+// step 4). On the file systems known to be local, one kernel sees every
+// flock and answers stat from the inode itself. Everything else (NFS,
+// SMB/CIFS, FUSE, 9p, Ceph, GFS2, OCFS2, Lustre, GPFS, and any type not
+// listed here) is treated as a network file system.
+enum class fs_path { local, network };
+
+inline bool known_local_file_system(std::uint32_t magic) {
+  switch (magic) {
+    case 0xEF53U:      // ext2, ext3, ext4
+    case 0x58465342U:  // xfs
+    case 0x9123683EU:  // btrfs
+    case 0x01021994U:  // tmpfs
+    case 0x858458F6U:  // ramfs
+    case 0x794C7630U:  // overlayfs
+    case 0xF2F52010U:  // f2fs
+    case 0x2FC12FC1U:  // zfs
+    case 0xCA451A4EU:  // bcachefs
+      return true;
+    default:
+      return false;
+  }
+}
+
+struct fs_path_decision {
+  fs_path path = fs_path::network;
+  bool final = false;  // decided on dir itself, not on an ancestor
+};
+
+// Decided on dir, or while dir does not exist yet on its nearest existing
+// ancestor (where it will be created). Unknown means network: the network
+// path is correct everywhere, only slower.
+inline fs_path_decision decide_fs_path(const std::filesystem::path& dir) {
+  fs_path_decision out;
+#if defined(__linux__)
+  auto at = dir.empty() ? std::filesystem::path(".") : dir;
+  for (bool first = true;; first = false) {
+    struct statfs fs {};
+    if (::statfs(at.c_str(), &fs) == 0) {
+      out.path = known_local_file_system(static_cast<std::uint32_t>(fs.f_type)) ? fs_path::local
+                                                                                  : fs_path::network;
+      out.final = first;
+      return out;
+    }
+    if (errno != ENOENT) return out;
+    auto parent = at.parent_path();
+    if (parent.empty() || parent == at) return out;
+    at = std::move(parent);
+  }
+#else
+  (void)dir;
+  return out;
+#endif
+}
+
+// A file that is gone: ENOENT, or ESTALE from a network file system whose
+// server removed it (its file handle is no longer known). Both are
+// "vanished", which callers retry.
+inline std::error_code vanished_as_enoent(std::error_code ec) {
+  return ec == std::errc::no_such_file_or_directory || ec.value() == ESTALE
+             ? std::make_error_code(std::errc::no_such_file_or_directory)
+             : ec;
+}
+
+// rename(2) for moving a file aside; ENOENT when it vanished first.
+inline std::error_code move_name(const std::filesystem::path& from, const std::filesystem::path& to) {
+  return ::rename(from.c_str(), to.c_str()) == 0 ? std::error_code{} : vanished_as_enoent(errno_code());
+}
+
+// Gives a moved-aside file its name back: link(), or where the file system
+// has no hard links, a rename that refuses to replace. When the name has
+// been taken meanwhile (EEXIST), the aside name is removed: the file's owner
+// has lost the lock and learns it at its next renewal. On any other failure
+// the file stays aside, for its owner's renewal to find the path gone and
+// for a later sweep; removing it then would destroy a file someone renewed.
+inline void put_back(const std::filesystem::path& aside, const std::filesystem::path& path) {
+  if (::link(aside.c_str(), path.c_str()) == 0) {
+    remove_name(aside);
+    return;
+  }
+  int error = errno;
+#if defined(__linux__) && defined(RENAME_NOREPLACE)
+  if (error == EPERM || not_supported(error)) {
+    if (::renameat2(AT_FDCWD, aside.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) == 0) return;
+    error = errno;
+  }
+#endif
+  if (error == EEXIST) remove_name(aside);
+}
+
+// The names in dir that start with prefix (for sweeping protocol leftovers).
+inline std::vector<std::string> names_starting_with(const std::filesystem::path& dir, std::string_view prefix) {
+  std::vector<std::string> names;
+  const int fd = open_file(dir.c_str(), O_RDONLY | O_DIRECTORY, 0, last_component::follow);
+  if (fd < 0) return names;
+  DIR* listing = ::fdopendir(fd);
+  if (listing == nullptr) {
+    ::close(fd);
+    return names;
+  }
+  // readdir is safe on a stream no other thread uses (POSIX.1-2008 TC2).
+  while (const dirent* entry = ::readdir(listing)) {  // NOLINT(concurrency-mt-unsafe)
+    const std::string_view name = entry->d_name;
+    if (name.substr(0, prefix.size()) == prefix) names.emplace_back(name);
+  }
+  ::closedir(listing);
+  return names;
+}
+
+// The protocol's own names beside a lock file, ".<name>.<middle><suffix>":
+// private publication files (".tmp"), claims (".claim", ".claim.1", ...) and
+// files moved aside (".reclaim"). Readers ignore them.
+// (Appended piecewise: GCC 12 warns falsely on "." + std::string at -O2.)
+inline std::filesystem::path protocol_name(const std::filesystem::path& lock_file, std::string_view middle,
+                                           std::string_view suffix) {
+  std::string leaf(1, '.');
+  leaf.append(lock_file.filename().native()).append(1, '.').append(middle).append(suffix);
+  return lock_file.parent_path() / leaf;
+}
+
+// The result of trying to create the lock file with a complete record.
+struct publication {
+  unique_fd fd;           // the lock file, open read-write, when published
+  std::error_code error;  // EEXIST when someone else's file is in the way
+  const char* operation = "create lock file";
+  std::filesystem::path subject;  // the directory, when creating it failed
+};
+
+// Writes bytes into a file nobody can see yet and links it to path in one
+// step, so that no reader ever sees a partial record from a live owner.
+// The portable fallback's private file is ".<name>.<owner>.tmp" beside
+// lock_file (the lock file itself, or the one a claim is for), a name
+// readers ignore and sweeping recognizes.
+inline publication publish_new_file(const std::filesystem::path& path, std::string_view bytes,
+                                    mode_t mode, const std::filesystem::path& lock_file, std::string_view owner) {
+  publication out;
+  const auto dir = path.parent_path();
+  auto fail = [&](const char* operation, std::error_code ec) {
+    out.fd.reset();
+    out.error = ec;
+    out.operation = operation;
+    return std::move(out);
+  };
+
+#if defined(O_TMPFILE)
+  // Linux: an anonymous inode, linked to its name only once complete.
+  unique_fd anonymous(open_file(dir.c_str(), O_TMPFILE | O_RDWR | no_atime, mode, last_component::follow));
+  if (anonymous) {
+    if (auto ec = write_at(anonymous.get(), bytes, 0)) return fail("write lock file", ec);
+    const std::string proc_name = "/proc/self/fd/" + std::to_string(anonymous.get());
+    if (::linkat(AT_FDCWD, proc_name.c_str(), AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW) == 0) {
+      out.fd = std::move(anonymous);
+      return out;
+    }
+    const int link_errno = errno;
+    if (link_errno == EEXIST) return fail("create lock file", errno_code(link_errno));
+    // Without /proc or without link support, fall through to a named file.
+    if (link_errno != ENOENT && link_errno != EPERM && !not_supported(link_errno))
+      return fail("create lock file", errno_code(link_errno));
+  } else if (errno != EISDIR && errno != EINVAL && !not_supported(errno)) {
+    return fail("create lock file", errno_code());
+  }
+#endif
+
+  // Portable: a private named file, linked into place, then unnamed again.
+  const auto private_name = protocol_name(lock_file, owner, ".tmp");
+  unique_fd named(open_file(private_name.c_str(), O_RDWR | O_CREAT | O_EXCL | no_atime, mode));
+  if (!named) return fail("create lock file", errno_code());
+  if (auto ec = write_at(named.get(), bytes, 0)) {
+    named.reset();
+    remove_name(private_name);
+    return fail("write lock file", ec);
+  }
+  // Closed before it is linked: an NFS client sends the written bytes to
+  // the server at close, so another host never reads the linked name empty;
+  // and a network client keeps a file unlinked while open under a hidden
+  // name (".nfsXXXX", ".fuse_hidden...") until it is closed.
+  named.reset();
+  if (::link(private_name.c_str(), path.c_str()) == 0) {
+    remove_name(private_name);
+    // The lock's descriptor is opened through its own name (FUSE file
+    // systems on libfuse's path API tie a descriptor, and its flock, to the
+    // name it was opened by). Nobody can take a record this fresh from us
+    // in between.
+    out.fd.reset(open_file(path.c_str(), O_RDWR | no_atime));
+    if (!out.fd) {
+      const auto ec = errno_code();
+      remove_name(path);
+      return fail("open lock file", ec);
+    }
+    return out;
+  }
+  const int link_errno = errno;
+  remove_name(private_name);
+  if (link_errno != EPERM && !not_supported(link_errno))
+    return fail("create lock file", errno_code(link_errno));
+
+  // No hard links here (some FUSE and SMB mounts): create in place. Readers
+  // may see the file empty for a moment; the invalid-file rule covers that.
+  unique_fd direct(open_file(path.c_str(), O_RDWR | O_CREAT | O_EXCL | no_atime, mode));
+  if (!direct) return fail("create lock file", errno_code());
+  if (auto ec = write_at(direct.get(), bytes, 0)) {
+    unlink_if_names(direct.get(), path);
+    return fail("write lock file", ec);
+  }
+  out.fd = std::move(direct);
+  return out;
+}
+
+// Publishes, creating missing parent directories only when the first try
+// says they are missing (the common case costs no mkdir).
+inline publication publish(const std::filesystem::path& path, std::string_view bytes,
+                           mode_t file_mode, mode_t directory_mode,
+                           std::string_view owner) {
+  auto result = publish_new_file(path, bytes, file_mode, path, owner);
+  if (result.error != std::errc::no_such_file_or_directory) return result;
+  if (auto ec = make_directories(path.parent_path(), directory_mode)) {
+    result.error = ec;
+    result.operation = "create lock directory";
+    result.subject = path.parent_path();
+    return result;
+  }
+  return publish_new_file(path, bytes, file_mode, path, owner);
+}
+
+// A look at someone else's lock file: its descriptor, identity and bytes.
+struct observed_file {
+  unique_fd fd;
+  file_facts facts;
+  std::string bytes;       // at most max_record_bytes + 1
+  std::error_code error;   // ENOENT: it vanished, which callers retry
+  const char* operation = "read lock file";
+};
+
+// On a network file system (fresh) the attributes come from the server, not
+// from a cache; the file is opened anew either way, so that its bytes are
+// read fresh too (NFS close-to-open consistency, FUSE's open). A file that
+// vanishes between open and read (ENOENT, or ESTALE from a server that
+// removed it) is reported as ENOENT: vanished, to be retried.
+inline observed_file observe_file(const std::filesystem::path& path, fs_path kind = fs_path::local) {
+  observed_file out;
+  // Read-write where permitted: NFS emulates flock with POSIX locks, which
+  // need a writable descriptor. O_NONBLOCK: a FIFO at the path must not hang us.
+  out.fd.reset(open_file(path.c_str(), O_RDWR | O_NONBLOCK));
+  if (!out.fd && (errno == EACCES || errno == EROFS || errno == EPERM || errno == ETXTBSY))
+    out.fd.reset(open_file(path.c_str(), O_RDONLY | O_NONBLOCK));
+  if (!out.fd) {
+    out.error = vanished_as_enoent(errno_code());
+    out.operation = "open lock file";
+    return out;
+  }
+  out.error = kind == fs_path::network ? stat_fd_fresh(out.fd.get(), out.facts) : stat_fd(out.fd.get(), out.facts);
+  if ((out.error = vanished_as_enoent(out.error))) return out;
+  if (out.facts.directory) {
+    out.error = errno_code(EISDIR);
+    return out;
+  }
+  if (!out.facts.regular) {
+    out.error = errno_code(EINVAL);
+    out.operation = "read lock file (not a regular file)";
+    return out;
+  }
+  out.error = vanished_as_enoent(read_prefix(out.fd.get(), out.bytes, max_record_bytes));
+  return out;
+}
+
+// For inspection: a file that was opened and then vanished (ENOENT or
+// ESTALE from statx or read; on a network file system possibly for a
+// moment only) is looked at again, a few times, before it is called gone.
+inline observed_file observe_settled(const std::filesystem::path& path, fs_path kind) {
+  auto seen = observe_file(path, kind);
+  for (int again = 0; again < 8 && seen.error == std::errc::no_such_file_or_directory && seen.fd; ++again)
+    seen = observe_file(path, kind);
+  return seen;
+}
+
+// Reads a small text file whole (for /proc); empty on any failure.
+inline std::string read_small_file(const char* path) {
+  unique_fd fd(open_file(path, O_RDONLY));
+  std::string text;
+  if (!fd || read_prefix(fd.get(), text, 4096)) return {};
+  return text;
+}
+
+inline std::string host_name() {
+  char buffer[256] = {};
+  if (::gethostname(buffer, sizeof buffer - 1) != 0) return {};
+  return buffer;
+}
+
+inline std::string boot_id() {
+#if defined(__linux__)
+  auto text = read_small_file("/proc/sys/kernel/random/boot_id");
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  return text;
+#else
+  return {};
+#endif
+}
+
+inline std::uint64_t pid_namespace() {
+#if defined(__linux__)
+  struct stat st {};
+  if (::stat("/proc/self/ns/pid", &st) != 0) return 0;
+  return static_cast<std::uint64_t>(st.st_ino);
+#else
+  return 0;
+#endif
+}
+
+// What /proc/PID/stat says of a process: its state letter and start time.
+struct proc_stat {
+  char state = '?';
+  std::uint64_t start_time = 0;
+};
+
+// The command name (field 2) may hold spaces and parentheses: fields after it
+// are counted from the last ')'.
+inline std::optional<proc_stat> parse_proc_stat(std::string_view text) {
+  const auto close = text.rfind(')');
+  if (close == std::string_view::npos) return std::nullopt;
+  text.remove_prefix(close + 1);
+  proc_stat out;
+  for (int field = 3; field <= 22; ++field) {
+    const auto begin = text.find_first_not_of(' ');
+    if (begin == std::string_view::npos) return std::nullopt;
+    text.remove_prefix(begin);
+    const auto end = std::min(text.find(' '), text.size());
+    const auto token = text.substr(0, end);
+    if (field == 3) out.state = token.empty() ? '?' : token.front();
+    if (field == 22) {
+      const auto [ptr, ec] = std::from_chars(token.data(), token.data() + token.size(), out.start_time);
+      if (ec != std::errc{} || ptr != token.data() + token.size()) return std::nullopt;
+    }
+    text.remove_prefix(end);
+  }
+  return out;
+}
+
+// Whether /proc is the proc file system of our own PID namespace. In a new
+// PID namespace without its own /proc mount (unshare --pid --fork without
+// --mount-proc), /proc/PID names some other process of the outer namespace.
+inline bool proc_is_ours() {
+#if defined(__linux__)
+  char target[32] = {};
+  const ssize_t n = ::readlink("/proc/self", target, sizeof target - 1);
+  if (n <= 0) return false;
+  int pid = 0;
+  const auto [end, ec] = std::from_chars(target, target + n, pid);
+  return ec == std::errc{} && end == target + n && pid == static_cast<int>(::getpid());
+#else
+  return false;
+#endif
+}
+
+inline std::optional<proc_stat> read_proc_stat(int pid) {
+#if defined(__linux__)
+  if (!proc_is_ours()) return std::nullopt;
+  const std::string path = "/proc/" + std::to_string(pid) + "/stat";
+  const auto text = read_small_file(path.c_str());
+  if (text.empty()) return std::nullopt;
+  return parse_proc_stat(text);
+#else
+  (void)pid;
+  return std::nullopt;
+#endif
+}
+
+enum class liveness { alive, dead };
+
+// Is the process that wrote a record with our boot id and PID namespace still
+// running? Dead only on proof: /proc/PID gone (confirmed by kill), a zombie,
+// or a different start time (the pid was reused). Anything unclear: alive.
+// The number of live threads of a process (/proc/PID/status), 0 if unknown.
+inline int thread_count(int pid) {
+  const std::string path = "/proc/" + std::to_string(pid) + "/status";
+  const auto text = read_small_file(path.c_str());
+  const auto at = text.find("\nThreads:");
+  if (at == std::string::npos) return 0;
+  const auto begin = text.find_first_not_of(" \t", at + 9);
+  int count = 0;
+  if (begin != std::string::npos) std::from_chars(text.data() + begin, text.data() + text.size(), count);
+  return count;
+}
+
+inline liveness probe_process(int pid, std::uint64_t start_time) {
+  if (const auto stat = read_proc_stat(pid)) {
+    // A zombie leader whose other threads still run (the main thread called
+    // pthread_exit) is alive: only a process with no live thread is dead.
+    if (stat->state == 'X') return liveness::dead;
+    if (stat->state == 'Z' && thread_count(pid) <= 1) return liveness::dead;
+    if (start_time != 0 && stat->start_time != start_time) return liveness::dead;
+    return liveness::alive;
+  }
+  // /proc has no entry, or cannot be read (hidepid, not Linux): only the
+  // kernel's own "no such process" counts as proof.
+  if (::kill(pid, 0) != 0 && errno == ESRCH) return liveness::dead;
+  return liveness::alive;
+}
+
+inline int current_pid() { return static_cast<int>(::getpid()); }
+
+// The identity this process writes into its records. Host, boot id and PID
+// namespace are read once per process; pid and start time again after fork().
+struct process_identity {
+  int pid = 0;
+  std::uint64_t start_time = 0;
+  std::string host;
+  std::string boot_id;
+  std::uint64_t pid_namespace = 0;
+};
+
+inline const process_identity& self_identity() {
+  // No lock: a mutex held by another thread at fork() would stay locked in
+  // the child. Host facts never change; pid and start time are per process
+  // and cached per thread, checked against getpid() on every call.
+  struct host_facts {
+    std::string host = host_name();
+    std::string boot = boot_id();
+    std::uint64_t pid_space = pid_namespace();
+  };
+  static const host_facts host;
+  thread_local process_identity cached;
+  const int pid = current_pid();
+  if (cached.pid != pid) {
+    const auto stat = read_proc_stat(pid);
+    cached.start_time = stat ? stat->start_time : 0;
+    cached.host = host.host;
+    cached.boot_id = host.boot;
+    cached.pid_namespace = host.pid_space;
+    cached.pid = pid;
+  }
+  return cached;
+}
+
+// Names the calling thread, as ps, top and gdb show it.
+inline void name_this_thread([[maybe_unused]] const char* name) {
+#if defined(__linux__)
+  ::pthread_setname_np(::pthread_self(), name);
+#endif
+}
+
+// Blocks every signal in the calling thread for its lifetime; threads
+// started meanwhile inherit the full mask, so the library's threads never
+// take a signal the application meant for itself (a SIGTERM it reads from a
+// signalfd, say).
+class signals_blocked {
+ public:
+  signals_blocked() {
+    sigset_t all;
+    sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &previous_);
+  }
+  ~signals_blocked() { ::pthread_sigmask(SIG_SETMASK, &previous_, nullptr); }
+  signals_blocked(const signals_blocked&) = delete;
+  signals_blocked& operator=(const signals_blocked&) = delete;
+
+ private:
+  sigset_t previous_{};
+};
+
+// What a waiting lock sleeps on between attempts: a change to the lock
+// file's directory entry (Linux: inotify on the parent directory, filtered
+// to the lock's name), the exit of a holder (Linux: a pidfd), or a wake-up
+// from this process (a stop request, a release by another thread). Its
+// descriptors live as long as the lock: closing an inotify instance costs
+// milliseconds (an RCU grace period), so a lock() must not make one per call.
+class wait_channel {
+ public:
+  explicit wait_channel(const std::filesystem::path& lock_file)
+      : directory_(lock_file.parent_path()), name_(lock_file.filename().string()) {
+#if defined(__linux__)
+    wake_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    inotify_.reset(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+#else
+    int fds[2];
+    if (::pipe(fds) == 0) {  // no pipe2 everywhere; the CLOEXEC window is brief
+      for (const int fd : fds) {
+        ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+        ::fcntl(fd, F_SETFL, O_NONBLOCK);
+      }
+      wake_read_.reset(fds[0]);
+      wake_.reset(fds[1]);
+    }
+#endif
+  }
+
+  // Watches the lock file's directory; without it (no inotify, or the watch
+  // failed) waiting falls back to its poll period.
+  // (A new holder's link raises no wake-up: waiters wake to free names.)
+  void watch() {
+#if defined(__linux__)
+    if (!inotify_) return;
+    watching_ = ::inotify_add_watch(inotify_.get(), directory_.c_str(),
+                                    IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF |
+                                        IN_MOVE_SELF | IN_ONLYDIR) >= 0;
+#endif
+  }
+
+  // Wakes a thread sleeping in wait_until (safe from any thread).
+  void notify() {
+    if (!wake_) return;
+#if defined(__linux__)
+    const std::uint64_t one = 1;
+    // A failed write means a wake-up is pending already.
+    [[maybe_unused]] const ssize_t written = ::write(wake_.get(), &one, sizeof one);
+#else
+    const char one = 1;
+    [[maybe_unused]] const ssize_t written = ::write(wake_.get(), &one, 1);  // full pipe: one is pending
+#endif
+  }
+
+  // Forgets wake-ups and directory events seen so far: whatever they
+  // announced, the next attempt sees for itself.
+  void drain() {
+    char buffer[4096];
+    const int wake_read = wake_read_ ? wake_read_.get() : wake_.get();
+    if (wake_read >= 0)
+      while (::read(wake_read, buffer, sizeof buffer) > 0) {
+      }
+    if (inotify_)
+      while (::read(inotify_.get(), buffer, sizeof buffer) > 0) {
+      }
+  }
+
+  // Sleeps until the deadline, a wake-up, a directory event naming the lock
+  // file, or (when holder_fd >= 0) the holder's exit.
+  void wait_until(steady_clock_time deadline, int holder_fd) {
+    for (;;) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= deadline) return;
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
+      const int timeout = static_cast<int>(std::min<long long>(left, INT_MAX));
+      pollfd fds[3];
+      nfds_t count = 0;
+      const int wake_read = wake_read_ ? wake_read_.get() : wake_.get();
+      if (wake_read >= 0) fds[count++] = {wake_read, POLLIN, 0};
+      if (watching_) fds[count++] = {inotify_.get(), POLLIN, 0};
+      if (holder_fd >= 0) fds[count++] = {holder_fd, POLLIN, 0};
+      const int ready = ::poll(fds, count, timeout);
+      if (ready < 0 && errno != EINTR) return;
+      if (ready <= 0) continue;
+      for (nfds_t i = 0; i < count; ++i) {
+        if (fds[i].revents == 0) continue;
+        if (fds[i].fd != inotify_.get()) return;  // woken, or the holder exited
+        if (names_lock_file()) return;
+      }
+    }
+  }
+
+ private:
+  // Reads pending inotify events; true when one concerns the lock file (or
+  // the directory itself went away, which ends the watch).
+  bool names_lock_file() {
+#if defined(__linux__)
+    alignas(inotify_event) char buffer[4096];
+    bool relevant = false;
+    ssize_t n = 0;
+    while ((n = ::read(inotify_.get(), buffer, sizeof buffer)) > 0) {
+      for (char* at = buffer; at < buffer + n;) {
+        // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast): the kernel wrote one here
+        const auto* event = reinterpret_cast<const inotify_event*>(at);
+        if (event->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_Q_OVERFLOW)) {
+          relevant = true;
+          if (event->mask & IN_IGNORED) watching_ = false;
+        } else if (event->len > 0 && name_ == event->name) {
+          relevant = true;
+        }
+        at += sizeof(inotify_event) + event->len;
+      }
+    }
+    return relevant;
+#else
+    return true;
+#endif
+  }
+
+  const std::filesystem::path directory_;
+  const std::string name_;
+  unique_fd wake_;       // eventfd (Linux) or the write end of a pipe
+  unique_fd wake_read_;  // the read end of that pipe (not Linux)
+  unique_fd inotify_;
+  std::atomic<bool> watching_{false};
+};
+
+// A descriptor that becomes readable when the process with this pid exits
+// (Linux pidfd), checked against its start time after opening so that a
+// reused pid is not mistaken for the holder. -1 when unavailable, or when
+// the pid no longer names the holder (the next attempt will see it dead).
+inline unique_fd open_holder_exit_fd(int pid, std::uint64_t start_time) {
+#if defined(__linux__) && defined(SYS_pidfd_open)
+  unique_fd fd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));  // always close-on-exec
+  if (!fd) return fd;
+  const auto stat = read_proc_stat(pid);
+  if (!stat || (start_time != 0 && stat->start_time != start_time)) return unique_fd{};
+  // Already readable: it has exited (an unreaped zombie that an override
+  // still calls alive). Waiting on it would return at once, every time.
+  pollfd exited{fd.get(), POLLIN, 0};
+  if (::poll(&exited, 1, 0) > 0) return unique_fd{};
+  return fd;
+#else
+  (void)pid;
+  (void)start_time;
+  return unique_fd{};
+#endif
+}
+
+// Unique across processes, hosts and calls: pid, wall time, a counter and
+// 64 random bits.
+//
+// The random bits come from a generator seeded from std::random_device
+// (which may cost a system call or a slow instruction per use) once per
+// thread, and again in a forked child, which would otherwise repeat its
+// parent's bits.
+inline std::string new_owner_id(int pid, std::chrono::system_clock::time_point now) {
+  static std::atomic<std::uint64_t> counter{0};
+  thread_local std::mt19937_64 bits;  // NOLINT(cert-msc32-c,cert-msc51-cpp): seeded below before any use
+  thread_local int seeded_for = 0;
+  if (seeded_for != pid) {
+    std::random_device entropy;
+    std::seed_seq seed{entropy(), entropy(), entropy(), entropy()};
+    bits.seed(seed);
+    seeded_for = pid;
+  }
+  const std::uint64_t random = bits();
+  char hex[17] = {};
+  std::to_chars(hex, hex + 16, random, 16);
+  return std::to_string(pid) + "-" + std::to_string(unix_nanos(now)) + "-" +
+         std::to_string(++counter) + "-" + hex;
+}
+
+}  // namespace lockfile::detail
+
+#endif  // LOCKFILE_DETAIL_PLATFORM_POSIX_HPP

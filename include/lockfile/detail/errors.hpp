@@ -10,6 +10,7 @@ enum class errc {
   lock_held = 1,         // another live owner holds the lock (Go: ErrLockHeld)
   retry_limit_exceeded,  // reclamation races outlasted acquire_retry_limit
   lease_lost,            // ownership was lost while held
+  not_a_lock_file,       // a file that is not a lease is at the path; it is never touched
 };
 
 namespace detail {
@@ -25,6 +26,8 @@ class lockfile_error_category final : public std::error_category {
         return "gave up reclaiming a stale lock: acquire_retry_limit exceeded";
       case errc::lease_lost:
         return "lease was lost while held";
+      case errc::not_a_lock_file:
+        return "exists and is not a lock file; refusing to touch it";
     }
     return "unknown lockfile error";
   }
@@ -36,6 +39,7 @@ class lockfile_error_category final : public std::error_category {
       case errc::retry_limit_exceeded:
         return std::errc::resource_unavailable_try_again;
       case errc::lease_lost:
+      case errc::not_a_lock_file:
         break;
     }
     return {value, *this};

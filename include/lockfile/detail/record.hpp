@@ -22,7 +22,9 @@ struct Lease {
   friend bool operator==(const Lease&, const Lease&) = default;
 };
 
-enum class LockState { free, held, stale };
+// foreign: the file at the path is not a lease (someone's data); it is never
+// modified or removed.
+enum class LockState { free, held, stale, foreign };
 
 struct LockStatus {
   LockState state = LockState::free;

@@ -60,6 +60,7 @@ using std::chrono::milliseconds;
 constexpr int exit_status_held = 0;       // --status: held
 constexpr int exit_status_free = 1;       // --status: free
 constexpr int exit_status_stale = 2;      // --status: stale
+constexpr int exit_status_foreign = 3;    // --status: a file that is not a lock is at the path
 constexpr int exit_usage = 64;            // EX_USAGE
 constexpr int exit_os_error = 71;         // EX_OSERR: pipe, sigaction, thread failed
 constexpr int exit_lock_error = 74;       // EX_IOERR: the lock file cannot be created or read
@@ -102,7 +103,7 @@ const char help_text[] =
     "  64   bad usage          74  the lock file cannot be created or read\n"
     "  126  COMMAND cannot be executed          127  COMMAND not found\n"
     "  128+N  lockrun got signal N before COMMAND started\n"
-    "  --status: 0 held, 1 free, 2 stale\n";
+    "  --status: 0 held, 1 free, 2 stale, 3 not a lock file\n";
 
 enum class lost_action { term, kill, ignore };
 
@@ -394,6 +395,7 @@ int print_status(const config& cfg) {
   switch (status.state) {
     case lockfile::LockState::held: return exit_status_held;
     case lockfile::LockState::stale: return exit_status_stale;
+    case lockfile::LockState::foreign: return exit_status_foreign;
     case lockfile::LockState::free: break;
   }
   return exit_status_free;

@@ -48,6 +48,7 @@
 #include "detail/record.hpp"
 #include "detail/platform_posix.hpp"
 #include "detail/judgement.hpp"
+#include "detail/lease_state.hpp"
 #include "detail/renewal_service.hpp"
 #include "detail/pid_lock.hpp"
 #include "detail/inspection.hpp"

@@ -16,6 +16,9 @@ class PIDLock {
     // since "link/../x" means what the kernel makes of it.
     absolute_ = std::filesystem::absolute(path_);
     if (!options_.held_error) options_.held_error = make_error_code(errc::lock_held);
+    // The fork handlers exist before any member can hold a mutex across a
+    // fork by another thread.
+    (void)detail::fork_registry::instance();
   }
 
   PIDLock(const PIDLock&) = delete;
@@ -23,6 +26,8 @@ class PIDLock {
 
   // Releases if held; never throws. (An on_lease_lost callback running at
   // this moment may re-acquire; that acquisition is released too.)
+  // Every lease this object held has its callback cancelled (a running one
+  // is awaited) before the destructor returns.
   ~PIDLock() {
     std::error_code ignored;
     for (int pass = 0; pass < 3 && has_lease(); ++pass) release(ignored);
@@ -48,8 +53,9 @@ class PIDLock {
     }
   }
 
-  // Removes the lock file if it is still ours. A no-op when not held, after
-  // the lease was lost, and in a forked child (the parent's file stays).
+  // Removes the lock file if it is still ours. A no-op on disk when not
+  // held, after the lease was lost (it ends the lost state, so that acquire()
+  // may start anew), and in a forked child (the parent's file stays).
   void release() {
     std::error_code ec;
     const char* operation = release_impl(ec);
@@ -66,7 +72,7 @@ class PIDLock {
 
   bool held() const noexcept {
     std::lock_guard guard(state_mutex_);
-    return held_ && held_->active.load() && held_->owner_process == detail::current_pid();
+    return state_locked() == lock_state::held;
   }
 
   // Lockable and TimedLockable, so std::unique_lock, std::scoped_lock and
@@ -124,6 +130,30 @@ class PIDLock {
   }
 
  private:
+  // This object's view of its current lease (detail::lease_phase): none, or
+  // the phase of the one it was issued last and has not released.
+  enum class lock_state { idle, held, lost, abandoned };
+
+  lock_state state_locked() const {
+    if (!lease_) return lock_state::idle;
+    switch (lease_->phase()) {
+      case detail::lease_phase::held: return lock_state::held;
+      case detail::lease_phase::lost: return lock_state::lost;
+      case detail::lease_phase::abandoned: return lock_state::abandoned;
+      case detail::lease_phase::released: break;
+    }
+    return lock_state::idle;
+  }
+
+  // In a forked child the parent's lease is not ours: forget it without
+  // touching the file, the parent's service, or the lease's mutex (a parent
+  // thread may have held it at the fork), so the lease is deliberately
+  // leaked. Its descriptor was closed at the fork.
+  void forget_abandoned_locked() {
+    // NOLINTNEXTLINE(cppcoreguidelines-owning-memory): leaked on purpose, see above
+    (void)new std::shared_ptr<detail::held_lease>(std::move(lease_));
+  }
+
   enum class attempt_result { acquired, held, self_held, retry_limit, failed };
 
   struct attempt_outcome {
@@ -223,14 +253,16 @@ class PIDLock {
 
   bool has_lease() const {
     std::lock_guard guard(state_mutex_);
-    return held_ != nullptr;
+    return lease_ != nullptr;
   }
 
   // The waiting calls' channel, made on first use and kept for the life of
-  // the lock.
+  // the lock; made anew in a forked child (the parent's was forgotten at the
+  // fork: sharing it would wake the parent's waiters).
   detail::wait_channel& channel() {
     std::lock_guard state(state_mutex_);
-    if (!channel_) channel_ = std::make_unique<detail::wait_channel>(absolute_);
+    if (!channel_ || channel_->forgotten())
+      channel_ = std::make_unique<detail::wait_channel>(absolute_, detail::renewal_service::instance().watch());
     return *channel_;
   }
 
@@ -256,9 +288,21 @@ class PIDLock {
     std::lock_guard guard(op_mutex_);
     {
       std::lock_guard state(state_mutex_);
-      if (held_ && held_->owner_process != detail::current_pid()) abandon_after_fork();
-      if (held_ && held_->active.load()) return with(attempt_result::self_held);
-      held_.reset();  // a lost lease: acquire anew
+      switch (state_locked()) {
+        case lock_state::held:
+          return with(attempt_result::self_held);
+        case lock_state::lost:
+          // Until its holder releases it: a release() meant for the lost
+          // lease must never meet a new one.
+          return failure("acquire lock file (this PIDLock's lease was lost and is not released yet; call release() first)",
+                         make_error_code(errc::lease_lost));
+        case lock_state::abandoned:
+          forget_abandoned_locked();
+          break;
+        case lock_state::idle:
+          lease_.reset();
+          break;
+      }
     }
     const auto& self = detail::self_identity();
     int retries = 0;
@@ -545,19 +589,16 @@ class PIDLock {
   }
 
   attempt_outcome take_ownership(detail::unique_fd fd, Lease lease, std::string record) {
-    const int pid = lease.pid;  // ours, from self_identity()
     auto held = std::make_shared<detail::held_lease>();
     held->kind = file_system();
     detail::file_facts facts;
-    // The inode identifies our file on local file systems only; on network
-    // ones the bytes do.
-    if (held->kind == detail::fs_path::local) {
-      if (auto ec = detail::stat_fd(fd.get(), facts)) {
-        // Without its identity we cannot fence; but we published it an
-        // instant ago, and no contender may reclaim a lease this fresh.
-        detail::remove_name(absolute_);
-        return failure("stat lock file", ec);
-      }
+    // The inode identifies our file on local file systems only (on network
+    // ones the bytes do); the device picks the renewal worker either way.
+    if (auto ec = detail::stat_fd(fd.get(), facts)) {
+      // Without its identity we cannot fence; but we published it an
+      // instant ago, and no contender may reclaim a lease this fresh.
+      detail::remove_name(absolute_);
+      return failure("stat lock file", ec);
     }
     held->fd = std::move(fd);
     held->path = absolute_;
@@ -567,9 +608,8 @@ class PIDLock {
     held->interval = options_.lease_heartbeat_interval;
     held->stale_threshold = options_.lease_stale_threshold;
     held->last_renewed = std::chrono::steady_clock::now();
-    held->owner_process = pid;
     held->on_lost = options_.on_lease_lost;
-    if (auto ec = detail::heartbeat_service::instance(pid).add(held)) {
+    if (auto ec = detail::renewal_service::instance().add(held)) {
       // Without renewal the lease would silently expire: undo the acquisition.
       remove_if(held->kind, held->fd, held->identity, held->record,
                 [&](const std::string& bytes) { return bytes == held->record; });
@@ -577,16 +617,8 @@ class PIDLock {
     }
     memory_.forget();
     std::lock_guard state(state_mutex_);
-    held_ = std::move(held);
+    lease_ = std::move(held);
     return with(attempt_result::acquired);
-  }
-
-  // In a forked child the parent's lease is not ours: forget it without
-  // touching the file, the parent's service, or a mutex that a parent thread
-  // may have held at fork time (so the entry is deliberately leaked).
-  void abandon_after_fork() {
-    ::close(held_->fd.get());
-    new std::shared_ptr<detail::held_lease>(std::move(held_));
   }
 
   // Releases; when it is release() that finds the lease already lost (the
@@ -608,27 +640,31 @@ class PIDLock {
   }
 
   const char* release_owned(std::error_code& ec, std::function<void()>& tell_loss) {
-    const int pid = detail::current_pid();
     std::shared_ptr<detail::held_lease> held;
     {
       std::lock_guard state(state_mutex_);
-      if (!held_) return "";
-      if (held_->owner_process != pid) {
-        abandon_after_fork();
-        return "";
+      switch (state_locked()) {
+        case lock_state::idle:
+          return "";
+        case lock_state::abandoned:
+          forget_abandoned_locked();
+          return "";
+        case lock_state::held:
+        case lock_state::lost:
+          held = lease_;
+          break;
       }
-      held = held_;
     }
     // A queued on_lease_lost for this lease is dropped; a running one is
     // awaited (it may itself call release(), which does not wait).
-    auto& service = detail::heartbeat_service::instance(pid);
+    auto& service = detail::renewal_service::instance();
     service.cancel_callbacks(held.get());
     std::lock_guard guard(op_mutex_);
     {
       std::lock_guard state(state_mutex_);
-      if (held_ != held) return "";  // released by another thread meanwhile
-      held_.reset();
-      if (channel_) channel_->notify();  // another thread of ours may wait for this object
+      if (lease_ != held) return "";  // released by another thread meanwhile
+      lease_.reset();
+      if (channel_ && !channel_->forgotten()) channel_->notify();  // another thread of ours may wait for this object
     }
     service.remove(held.get());
 
@@ -640,7 +676,8 @@ class PIDLock {
     };
     {
       std::lock_guard lease_guard(held->mutex);  // waits out a renewal in progress
-      if (!held->active.exchange(false)) {       // lost earlier: the file is not ours
+      if (!held->release_held()) {  // lost earlier: the file is not ours
+        held->release_lost();
         tell_unless_told();
         return "";
       }
@@ -687,12 +724,12 @@ class PIDLock {
   // directory entry, the holder's exit, and the poll period.
   bool wait_until(std::chrono::steady_clock::time_point deadline, const std::stop_token& stop) {
     auto& events = channel();
-    events.watch();  // before the first attempt, so no release in between is missed
     std::stop_callback wake_on_stop(stop, [&events] { events.notify(); });
     const auto& self = detail::self_identity();
     for (;;) {
+      events.watch();  // before the attempt, so that no release in between is missed (and again after the directory moved)
+      events.drain();  // before the stop check: a stop requested after it keeps its wake-up
       if (stop.stop_requested()) return false;
-      events.drain();
       const auto o = attempt(stop, &events);
       if (o.kind == attempt_result::acquired) return true;
       if (o.kind == attempt_result::failed) throw_failure(o);
@@ -715,9 +752,10 @@ class PIDLock {
   std::filesystem::path path_;      // as given: used in errors and path()
   std::filesystem::path absolute_;  // used for every system call (the cwd may change)
   Options options_;
-  mutable std::mutex op_mutex_;     // one acquire, release or inspect at a time
-  mutable std::mutex state_mutex_;  // guards held_; held() never waits for an acquire
-  std::shared_ptr<detail::held_lease> held_;
+  // Usable in a forked child even when a parent thread held them at the fork.
+  mutable detail::fork_safe_mutex op_mutex_;     // one acquire, release or inspect at a time
+  mutable detail::fork_safe_mutex state_mutex_;  // guards lease_; held() never waits for an acquire
+  std::shared_ptr<detail::held_lease> lease_;    // the lease issued last and not released (lock_state)
   detail::observation_memory memory_;
   std::error_code removal_error_;
   const char* removal_operation_ = "remove stale lock file";

@@ -13,8 +13,8 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
-#if defined(__linux__)
 #include <pthread.h>
+#if defined(__linux__)
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <sys/statfs.h>
@@ -52,6 +52,8 @@ class unique_fd {
 
   int get() const { return fd_; }
   explicit operator bool() const { return fd_ >= 0; }
+  // Gives up ownership without closing (-1 when empty).
+  int release() noexcept { return std::exchange(fd_, -1); }
   void reset(int fd = -1) {
     if (fd_ >= 0) ::close(fd_);  // even on EINTR the descriptor is gone (Linux)
     fd_ = fd;
@@ -660,28 +662,138 @@ struct process_identity {
   std::uint64_t pid_namespace = 0;
 };
 
+// The count of fork()s this process descends from, as seen by the library:
+// raised in the child at the fork (fork_registry below). Anything made for
+// one generation (a lease, a wait channel, a mutex another thread may have
+// held at the fork, the service and its threads) belongs to the parent in a
+// child of a later one.
+inline std::atomic<std::uint64_t>& fork_generation_counter() {
+  static std::atomic<std::uint64_t> generation{0};
+  return generation;
+}
+inline std::uint64_t fork_generation() { return fork_generation_counter().load(std::memory_order_acquire); }
+
 inline const process_identity& self_identity() {
-  // No lock: a mutex held by another thread at fork() would stay locked in
-  // the child. Host facts never change; pid and start time are per process
-  // and cached per thread, checked against getpid() on every call.
+  // No lock (a mutex held by another thread at fork() would stay locked in
+  // the child) and no thread_local (a static PIDLock released at exit runs
+  // after the main thread's thread_local objects are destroyed). One record
+  // per process image, published atomically and never freed: a forked child
+  // makes its own once (its pid and start time differ).
   struct host_facts {
     std::string host = host_name();
     std::string boot = boot_id();
     std::uint64_t pid_space = pid_namespace();
   };
-  static const host_facts host;
-  thread_local process_identity cached;
-  const int pid = current_pid();
-  if (cached.pid != pid) {
-    const auto stat = read_proc_stat(pid);
-    cached.start_time = stat ? stat->start_time : 0;
-    cached.host = host.host;
-    cached.boot_id = host.boot;
-    cached.pid_namespace = host.pid_space;
-    cached.pid = pid;
-  }
-  return cached;
+  static const host_facts* const host = new host_facts;  // NOLINT(cppcoreguidelines-owning-memory): never freed, see above
+  static std::atomic<const process_identity*> current{nullptr};
+  const auto generation = fork_generation();
+  static std::atomic<std::uint64_t> made_for{~std::uint64_t{0}};
+  const auto* identity = current.load(std::memory_order_acquire);
+  if (identity && made_for.load(std::memory_order_acquire) == generation) return *identity;
+  auto* fresh = new process_identity;  // NOLINT(cppcoreguidelines-owning-memory): never freed, see above
+  fresh->pid = current_pid();
+  const auto stat = read_proc_stat(fresh->pid);
+  fresh->start_time = stat ? stat->start_time : 0;
+  fresh->host = host->host;
+  fresh->boot_id = host->boot;
+  fresh->pid_namespace = host->pid_space;
+  // Two threads may both get here once per generation; either record is right.
+  current.store(fresh, std::memory_order_release);
+  made_for.store(generation, std::memory_order_release);
+  return *fresh;
 }
+
+// What must be forgotten in a forked child before its own code runs: a
+// lease's descriptor (the parent's lease, never the child's), a waiting
+// channel's wake-up descriptor. Closing them later by number could close a
+// file the child opened itself under a recycled number.
+class fork_sensitive {
+ public:
+  // Called in the child, at the fork, with every other thread gone: closes
+  // the member's descriptors and marks it as the parent's.
+  virtual void forget_in_child() noexcept = 0;
+
+ protected:
+  fork_sensitive() = default;
+  ~fork_sensitive() = default;
+  fork_sensitive(const fork_sensitive&) = default;
+  fork_sensitive& operator=(const fork_sensitive&) = default;
+};
+
+// The process-wide list of fork_sensitive members and the pthread_atfork
+// handlers that walk it. Made on first use (a PIDLock's construction),
+// never destroyed: atfork handlers cannot be unregistered.
+class fork_registry {
+ public:
+  static fork_registry& instance() {
+    static fork_registry* const registry = [] {
+      auto* made = new fork_registry;  // NOLINT(cppcoreguidelines-owning-memory): never freed, see above
+      ::pthread_atfork(&prepare, &in_parent, &in_child);
+      return made;
+    }();
+    return *registry;
+  }
+
+  void add(fork_sensitive* member) {
+    std::lock_guard guard(mutex_);
+    members_.push_back(member);
+  }
+  void remove(fork_sensitive* member) noexcept {
+    std::lock_guard guard(mutex_);
+    std::erase(members_, member);
+  }
+
+ private:
+  fork_registry() = default;
+
+  // Held across the fork, so that the child sees the list whole. Nobody
+  // holds it for more than a push_back or an erase.
+  static void prepare() { instance().mutex_.lock(); }
+  static void in_parent() { instance().mutex_.unlock(); }
+  static void in_child() {
+    auto& self = instance();
+    fork_generation_counter().fetch_add(1, std::memory_order_acq_rel);
+    for (auto* member : self.members_) member->forget_in_child();
+    self.members_.clear();  // the parent's: the child never touches them again
+    self.mutex_.unlock();
+  }
+
+  std::mutex mutex_;
+  std::vector<fork_sensitive*> members_;
+};
+
+// A mutex that a forked child can use even when another thread of the
+// parent held it at the fork: in a child of a later fork generation, lock()
+// starts on a fresh mutex and leaks the old one, which may stay locked
+// forever. (The library never forks while holding one of these.)
+class fork_safe_mutex {
+ public:
+  fork_safe_mutex() : node_(new node{fork_generation(), {}}) {}
+  ~fork_safe_mutex() { delete node_.load(std::memory_order_relaxed); }  // NOLINT(cppcoreguidelines-owning-memory)
+  fork_safe_mutex(const fork_safe_mutex&) = delete;
+  fork_safe_mutex& operator=(const fork_safe_mutex&) = delete;
+
+  void lock() { current().lock(); }
+  void unlock() { current().unlock(); }
+  bool try_lock() { return current().try_lock(); }
+
+ private:
+  struct node {
+    std::uint64_t generation;
+    std::mutex mutex;
+  };
+  std::mutex& current() {
+    const auto generation = fork_generation();
+    node* at = node_.load(std::memory_order_acquire);
+    while (at->generation != generation) {
+      auto* fresh = new node{generation, {}};  // NOLINT(cppcoreguidelines-owning-memory): owned by node_
+      if (node_.compare_exchange_strong(at, fresh, std::memory_order_acq_rel)) return fresh->mutex;
+      delete fresh;  // NOLINT(cppcoreguidelines-owning-memory): another thread of the child won
+    }
+    return at->mutex;
+  }
+  std::atomic<node*> node_;
+};
 
 // Names the calling thread, as ps, top and gdb show it.
 inline void name_this_thread([[maybe_unused]] const char* name) {
@@ -709,19 +821,130 @@ class signals_blocked {
   sigset_t previous_{};
 };
 
-// What a waiting lock sleeps on between attempts: a change to the lock
-// file's directory entry (Linux: inotify on the parent directory, filtered
-// to the lock's name), the exit of a holder (Linux: a pidfd), or a wake-up
-// from this process (a stop request, a release by another thread). Its
-// descriptors live as long as the lock: closing an inotify instance costs
-// milliseconds (an RCU grace period), so a lock() must not make one per call.
-class wait_channel {
+// The process's one inotify instance, shared by every waiting lock (one per
+// lock would exhaust fs.inotify.max_user_instances, 128 by default, and
+// closing one costs an RCU grace period). Each waiter registers an interest
+// in one name in one directory; whichever waiter finds the instance readable
+// reads the events and wakes the interests they concern. Owned by the
+// service of one fork generation; closed in a forked child at the fork.
+class directory_watch final : public fork_sensitive {
  public:
-  explicit wait_channel(const std::filesystem::path& lock_file)
-      : directory_(lock_file.parent_path()), name_(lock_file.filename().string()) {
+  struct interest {
+    std::string name;         // the lock file's name in its directory
+    int wake_fd = -1;         // written when an event concerns that name
+    int wd = -1;              // the directory's watch, -1 when none
+    std::atomic<bool> lost{false};  // the watch ended (directory removed or moved): watch again
+  };
+
+  directory_watch() {
+#if defined(__linux__)
+    inotify_.reset(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+#endif
+    fork_registry::instance().add(this);
+  }
+  ~directory_watch() { fork_registry::instance().remove(this); }
+  directory_watch(const directory_watch&) = delete;
+  directory_watch& operator=(const directory_watch&) = delete;
+
+  int fd() const { return inotify_.get(); }
+
+  // Watches dir for who; false when there is no watch (no inotify, or the
+  // watch failed): the waiter then relies on its poll period.
+  bool subscribe(interest& who, const std::filesystem::path& dir) {
+#if defined(__linux__)
+    std::lock_guard guard(mutex_);
+    if (!inotify_) return false;
+    drop_locked(who);
+    const int wd = ::inotify_add_watch(inotify_.get(), dir.c_str(),
+                                       IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF |
+                                           IN_MOVE_SELF | IN_ONLYDIR);
+    if (wd < 0) return false;
+    who.wd = wd;
+    who.lost.store(false);
+    interests_.push_back(&who);
+    return true;
+#else
+    (void)who;
+    (void)dir;
+    return false;
+#endif
+  }
+
+  void unsubscribe(interest& who) {
+    std::lock_guard guard(mutex_);
+    drop_locked(who);
+  }
+
+  // Reads the pending events and wakes every interest they concern.
+  void dispatch() {
+#if defined(__linux__)
+    std::lock_guard guard(mutex_);
+    alignas(inotify_event) char buffer[4096];
+    ssize_t n = 0;
+    while ((n = ::read(inotify_.get(), buffer, sizeof buffer)) > 0) {
+      for (char* at = buffer; at < buffer + n;) {
+        // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast): the kernel wrote one here
+        const auto* event = reinterpret_cast<const inotify_event*>(at);
+        for (auto* who : interests_) {
+          const bool everyone = (event->mask & IN_Q_OVERFLOW) != 0;  // events were dropped
+          if (!everyone && who->wd != event->wd) continue;
+          if (event->mask & IN_IGNORED) who->lost.store(true);  // the watch is gone: re-armed on the next wait
+          if (everyone || (event->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) ||
+              (event->len > 0 && who->name == event->name))
+            wake(who->wake_fd);
+        }
+        at += sizeof(inotify_event) + event->len;
+      }
+    }
+#endif
+  }
+
+  static void wake(int fd) {
+    if (fd < 0) return;
+#if defined(__linux__)
+    const std::uint64_t one = 1;
+    // A failed write means a wake-up is pending already.
+    [[maybe_unused]] const ssize_t written = ::write(fd, &one, sizeof one);
+#else
+    const char one = 1;
+    [[maybe_unused]] const ssize_t written = ::write(fd, &one, 1);  // full pipe: one is pending
+#endif
+  }
+
+  void forget_in_child() noexcept override {
+    ::close(inotify_.release());
+    interests_.clear();
+  }
+
+ private:
+  void drop_locked(interest& who) {
+    if (who.wd < 0) return;
+    std::erase(interests_, &who);
+    const bool shared = std::any_of(interests_.begin(), interests_.end(),
+                                    [&](const interest* other) { return other->wd == who.wd; });
+#if defined(__linux__)
+    if (!shared && inotify_) ::inotify_rm_watch(inotify_.get(), who.wd);
+#endif
+    who.wd = -1;
+  }
+
+  std::mutex mutex_;
+  unique_fd inotify_;
+  std::vector<interest*> interests_;
+};
+
+// What a waiting lock sleeps on between attempts: a change to the lock
+// file's directory entry (through the process's directory_watch), the exit
+// of a holder (Linux: a pidfd), or a wake-up from this process (a stop
+// request, a release by another thread). Made for one fork generation: in a
+// forked child it is forgotten at the fork and replaced on next use.
+class wait_channel final : public fork_sensitive {
+ public:
+  wait_channel(const std::filesystem::path& lock_file, directory_watch& watch)
+      : directory_(lock_file.parent_path()), watch_(&watch), generation_(fork_generation()) {
+    interest_.name = lock_file.filename().string();
 #if defined(__linux__)
     wake_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    inotify_.reset(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
 #else
     int fds[2];
     if (::pipe(fds) == 0) {  // no pipe2 everywhere; the CLOEXEC window is brief
@@ -733,43 +956,40 @@ class wait_channel {
       wake_.reset(fds[1]);
     }
 #endif
+    interest_.wake_fd = wake_.get();
+    fork_registry::instance().add(this);
   }
+  ~wait_channel() {
+    fork_registry::instance().remove(this);
+    if (generation_ == fork_generation()) watch_->unsubscribe(interest_);  // else the parent's watch: untouched
+  }
+  wait_channel(const wait_channel&) = delete;
+  wait_channel& operator=(const wait_channel&) = delete;
 
-  // Watches the lock file's directory; without it (no inotify, or the watch
-  // failed) waiting falls back to its poll period.
-  // (A new holder's link raises no wake-up: waiters wake to free names.)
+  // Made before a fork this process descends from: the parent's.
+  bool forgotten() const { return generation_ != fork_generation(); }
+
+  // Watches the lock file's directory, again after the watch ended (the
+  // directory was removed or renamed). Without a watch, waiting falls back
+  // to its poll period. (A new holder's link raises no wake-up: waiters wake
+  // to free names.)
   void watch() {
-#if defined(__linux__)
-    if (!inotify_) return;
-    watching_ = ::inotify_add_watch(inotify_.get(), directory_.c_str(),
-                                    IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF |
-                                        IN_MOVE_SELF | IN_ONLYDIR) >= 0;
-#endif
+    std::lock_guard guard(watch_mutex_);  // two threads may wait on one lock
+    if (interest_.wd >= 0 && !interest_.lost.load()) return;
+    watching_.store(watch_->subscribe(interest_, directory_));
   }
 
   // Wakes a thread sleeping in wait_until (safe from any thread).
-  void notify() {
-    if (!wake_) return;
-#if defined(__linux__)
-    const std::uint64_t one = 1;
-    // A failed write means a wake-up is pending already.
-    [[maybe_unused]] const ssize_t written = ::write(wake_.get(), &one, sizeof one);
-#else
-    const char one = 1;
-    [[maybe_unused]] const ssize_t written = ::write(wake_.get(), &one, 1);  // full pipe: one is pending
-#endif
-  }
+  void notify() { directory_watch::wake(wake_.get()); }
 
-  // Forgets wake-ups and directory events seen so far: whatever they
-  // announced, the next attempt sees for itself.
+  // Forgets wake-ups seen so far: whatever they announced, the next attempt
+  // sees for itself. (Call before checking for a stop request, so that a
+  // request made after the check is not forgotten with them.)
   void drain() {
-    char buffer[4096];
+    char buffer[64];
     const int wake_read = wake_read_ ? wake_read_.get() : wake_.get();
     if (wake_read >= 0)
       while (::read(wake_read, buffer, sizeof buffer) > 0) {
-      }
-    if (inotify_)
-      while (::read(inotify_.get(), buffer, sizeof buffer) > 0) {
       }
   }
 
@@ -785,51 +1005,34 @@ class wait_channel {
       nfds_t count = 0;
       const int wake_read = wake_read_ ? wake_read_.get() : wake_.get();
       if (wake_read >= 0) fds[count++] = {wake_read, POLLIN, 0};
-      if (watching_) fds[count++] = {inotify_.get(), POLLIN, 0};
+      const int events = watching_.load() ? watch_->fd() : -1;
+      if (events >= 0) fds[count++] = {events, POLLIN, 0};
       if (holder_fd >= 0) fds[count++] = {holder_fd, POLLIN, 0};
       const int ready = ::poll(fds, count, timeout);
       if (ready < 0 && errno != EINTR) return;
       if (ready <= 0) continue;
       for (nfds_t i = 0; i < count; ++i) {
         if (fds[i].revents == 0) continue;
-        if (fds[i].fd != inotify_.get()) return;  // woken, or the holder exited
-        if (names_lock_file()) return;
+        if (fds[i].fd != events) return;  // woken, or the holder exited
+        watch_->dispatch();  // wakes us through wake_ when an event names our file
       }
     }
+  }
+
+  void forget_in_child() noexcept override {
+    ::close(wake_.release());
+    ::close(wake_read_.release());
+    watching_.store(false);
   }
 
  private:
-  // Reads pending inotify events; true when one concerns the lock file (or
-  // the directory itself went away, which ends the watch).
-  bool names_lock_file() {
-#if defined(__linux__)
-    alignas(inotify_event) char buffer[4096];
-    bool relevant = false;
-    ssize_t n = 0;
-    while ((n = ::read(inotify_.get(), buffer, sizeof buffer)) > 0) {
-      for (char* at = buffer; at < buffer + n;) {
-        // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast): the kernel wrote one here
-        const auto* event = reinterpret_cast<const inotify_event*>(at);
-        if (event->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_Q_OVERFLOW)) {
-          relevant = true;
-          if (event->mask & IN_IGNORED) watching_ = false;
-        } else if (event->len > 0 && name_ == event->name) {
-          relevant = true;
-        }
-        at += sizeof(inotify_event) + event->len;
-      }
-    }
-    return relevant;
-#else
-    return true;
-#endif
-  }
-
   const std::filesystem::path directory_;
-  const std::string name_;
+  directory_watch* const watch_;
+  const std::uint64_t generation_;
+  directory_watch::interest interest_;
   unique_fd wake_;       // eventfd (Linux) or the write end of a pipe
   unique_fd wake_read_;  // the read end of that pipe (not Linux)
-  unique_fd inotify_;
+  std::mutex watch_mutex_;
   std::atomic<bool> watching_{false};
 };
 

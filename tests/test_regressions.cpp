@@ -6,6 +6,7 @@
 #include <sys/file.h>
 
 #include <atomic>
+#include <charconv>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -52,20 +53,30 @@ TEST_CASE("regression: a lock file in a directory reached through a symbolic lin
 }
 
 TEST_CASE("regression: unlock() never throws, so std::lock_guard cannot terminate the process") {
-  // A release that stays busy (someone holds the inode's flock) used to
-  // throw out of unlock(), that is out of lock_guard's destructor.
+  // A release that stays busy used to throw out of unlock(), that is out of
+  // lock_guard's destructor. A foreign flock alone no longer keeps a release
+  // busy (it is removed through its claim instead); a live claim of its
+  // generation by another process does, on every file system.
   temp_dir dir;
   const auto path = dir / "app.lock";
-  // A foreign flock is what keeps a release busy on a local file system; on
-  // the network path flock is only a filter (FUSE may not even share it
-  // between two names of one file), and a live claim plays that part.
-  if (lockfile::file_system_kind(path) == lockfile::FileSystemKind::network) return;
+  // The claim's name: ".<name>.<FNV-1a of the ownerID, hex>.claim".
+  const auto block_release = [&](const fs::path& lock_file) {
+    const auto lease = lockfile::parse_lease(read_file(lock_file));
+    REQUIRE(lease);
+    std::uint64_t hash = 14695981039346656037ULL;
+    for (const char c : lease->owner_id) hash = (hash ^ static_cast<unsigned char>(c)) * 1099511628211ULL;
+    char token[17] = {};
+    std::to_chars(token, token + 16, hash, 16);
+    write_file(lock_file.parent_path() / ("." + lock_file.filename().string() + "." + token + ".claim"),
+               foreign_record(std::chrono::system_clock::now()));
+  };
   PIDLock lock(path, {.acquire_retry_limit = 2, .acquire_retry_delay = 1ms});
   int blocker = -1;
   {
     std::lock_guard guard(lock);
     blocker = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    REQUIRE(::flock(blocker, LOCK_EX) == 0);
+    REQUIRE(::flock(blocker, LOCK_SH) == 0);
+    block_release(path);
   }
   CHECK_FALSE(lock.held());
   CHECK(fs::exists(path));  // left to go stale, not removed blindly
@@ -75,7 +86,8 @@ TEST_CASE("regression: unlock() never throws, so std::lock_guard cannot terminat
   PIDLock other(dir / "other.lock", {.acquire_retry_limit = 2, .acquire_retry_delay = 1ms});
   other.acquire();
   blocker = ::open((dir / "other.lock").c_str(), O_RDONLY | O_CLOEXEC);
-  REQUIRE(::flock(blocker, LOCK_EX) == 0);
+  REQUIRE(::flock(blocker, LOCK_SH) == 0);
+  block_release(dir / "other.lock");
   CHECK_THROWS_AS(other.release(), fs::filesystem_error);
   ::close(blocker);
 }

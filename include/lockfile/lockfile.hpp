@@ -50,6 +50,7 @@
 #include "detail/judgement.hpp"
 #include "detail/lease_state.hpp"
 #include "detail/renewal_service.hpp"
+#include "detail/network_claims.hpp"
 #include "detail/pid_lock.hpp"
 #include "detail/inspection.hpp"
 

@@ -79,6 +79,21 @@ class held_lease final : public fork_sensitive {
   std::atomic<lease_phase> phase_{lease_phase::held};
 };
 
+// A new lease record for this process: a fresh ownerID, heartbeat now.
+inline Lease new_lease(const process_identity& self, std::chrono::milliseconds stale_threshold) {
+  Lease lease;
+  const auto now = std::chrono::system_clock::now();
+  lease.owner_id = new_owner_id(self.pid, now);
+  lease.pid = self.pid;
+  lease.heartbeat = now;
+  lease.host = self.host;
+  lease.boot_id = self.boot_id;
+  lease.pid_namespace = self.pid_namespace;
+  lease.start_time = self.start_time;
+  lease.stale_threshold = stale_threshold;
+  return lease;
+}
+
 enum class renewal { renewed, failed, lost };
 
 // Gone, replaced, or naming another owner. Look once more a moment later

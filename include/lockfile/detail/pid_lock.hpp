@@ -58,7 +58,7 @@ class PIDLock {
   // may start anew), and in a forked child (the parent's file stays).
   void release() {
     std::error_code ec;
-    const char* operation = release_impl(ec);
+    const std::string operation = release_impl(ec);
     if (ec) throw std::filesystem::filesystem_error(operation, path_, ec);
   }
 
@@ -159,20 +159,13 @@ class PIDLock {
   struct attempt_outcome {
     attempt_result kind = attempt_result::failed;
     std::error_code error;        // when failed
-    const char* operation = "";   // when failed
+    std::string operation;        // when failed
     std::filesystem::path subject;  // when failed on another path than the lock file's
     detail::verdict verdict;      // when held
   };
 
-  enum class removal { removed, busy, changed, vanished, failed };
-
-  // Files that vanish under an attempt are retried at once, without counting
-  // against acquire_retry_limit; this only bounds a pathological loop.
-  static constexpr int max_vanished_passes = 1000;
-
-  // Claims of one generation stack up only when claimants die or stall; past
-  // this many stale levels, a claim counts as busy.
-  static constexpr int max_claim_levels = 16;
+  using removal = detail::removal;
+  static constexpr int max_vanished_passes = detail::max_vanished_passes;
 
   static std::chrono::steady_clock::time_point forever() {
     return std::chrono::steady_clock::time_point::max();
@@ -207,9 +200,9 @@ class PIDLock {
     return o;
   }
 
-  static attempt_outcome failure(const char* operation, std::error_code ec) {
+  static attempt_outcome failure(std::string operation, std::error_code ec) {
     attempt_outcome o;
-    o.operation = operation;
+    o.operation = std::move(operation);
     o.error = ec;
     return o;
   }
@@ -267,17 +260,7 @@ class PIDLock {
   }
 
   Lease new_lease(const detail::process_identity& self) const {
-    Lease lease;
-    const auto now = std::chrono::system_clock::now();
-    lease.owner_id = detail::new_owner_id(self.pid, now);
-    lease.pid = self.pid;
-    lease.heartbeat = now;
-    lease.host = self.host;
-    lease.boot_id = self.boot_id;
-    lease.pid_namespace = self.pid_namespace;
-    lease.start_time = self.start_time;
-    lease.stale_threshold = options_.lease_stale_threshold;
-    return lease;
+    return detail::new_lease(self, options_.lease_stale_threshold);
   }
 
   // DESIGN.md "Protocol", acquire steps 1 to 4: publish; if taken, judge; if
@@ -335,10 +318,20 @@ class PIDLock {
       }
 
       const auto& judged = seen.bytes;
-      switch (remove_if(kind, seen.fd, seen.facts.identity, judged,
-                        [&](const std::string& now) { return now == judged; })) {
+      const auto now = std::chrono::steady_clock::now();
+      if (judged != flock_busy_bytes_) flock_busy_since_.reset();
+      const bool wedged = flock_busy_since_ && now - *flock_busy_since_ >= flock_wedge_bound();
+      const auto removed = remove_if(kind, seen.fd, seen.facts.identity, judged,
+                                     [&](const std::string& bytes) { return bytes == judged; }, wedged);
+      if (removed == removal::busy && !wedged) {
+        if (!flock_busy_since_) flock_busy_since_ = now;
+        flock_busy_bytes_ = judged;
+      } else {
+        flock_busy_since_.reset();
+      }
+      switch (removed) {
         case removal::removed:
-          if (kind == detail::fs_path::network) sweep_leftovers(self);
+          if (kind == detail::fs_path::network || wedged) claims().sweep_leftovers(self);
           [[fallthrough]];
         case removal::vanished:
           if (++vanished < max_vanished_passes) continue;
@@ -353,239 +346,38 @@ class PIDLock {
           if (stop.stop_requested()) return with(attempt_result::retry_limit);
           continue;
         case removal::failed:
-          return failure(removal_operation_, removal_error_);
+          return failure(removal_failure_.operation, removal_failure_.error);
       }
     }
   }
 
   // The one removal primitive, for reclamation and release alike: remove the
-  // lock file only if it is still the file we judged. fd is our descriptor
-  // of it, identity its inode (local file systems only), generation the
-  // bytes judged (they name the claim on network file systems), expected
-  // tells whether bytes read now are still that file. On the network path
-  // fd is closed before the file is unlinked: a network client keeps an
-  // unlinked file that is still open under a temporary name (NFS ".nfsXXXX",
-  // libfuse ".fuse_hiddenXXXX") until it is closed.
+  // lock file only if it is still the file we judged (network_claims.hpp).
+  // fd is our descriptor of it, identity its inode (local file systems
+  // only), generation the bytes judged (they name the claim), expected tells
+  // whether bytes read now are still that file. flock_wedged: the inode's
+  // flock has stayed busy for longer than any remover of this protocol holds
+  // it (a process outside the protocol holds it), so the claim path is taken
+  // without it.
   template <class BytesAreExpected>
   removal remove_if(detail::fs_path kind, detail::unique_fd& fd, detail::file_identity identity,
-                    std::string_view generation, BytesAreExpected&& expected) {
-    if (kind == detail::fs_path::network) return remove_claimed(fd, generation, expected);
-    return remove_lock_file_if(fd.get(), identity, expected);
+                    std::string_view generation, BytesAreExpected&& expected, bool flock_wedged = false) {
+    if (kind == detail::fs_path::network || flock_wedged)
+      return claims().remove(fd, generation, expected,
+                             flock_wedged ? detail::flock_use::skip : detail::flock_use::filter);
+    return detail::remove_lock_file_if(absolute_, fd.get(), identity, expected, removal_failure_);
   }
 
-  removal removal_failed(const char* operation, std::error_code ec) {
-    removal_operation_ = operation;
-    removal_error_ = ec;
-    return removal::failed;
-  }
+  detail::claimed_removal claims() { return {absolute_, options_, removal_failure_}; }
 
-  // flock on the judged file, dropped explicitly on the way out, not left to
-  // close(): a fork() by another thread meanwhile would share the
-  // descriptor, and the child would hold the flock for its whole life.
-  struct flock_filter {
-    int fd = -1;
-    detail::flock_result result = detail::flock_result::unsupported;
-    std::error_code error;
-    explicit flock_filter(int descriptor) : fd(descriptor) {
-      if (fd >= 0) result = detail::try_flock(fd, error);
-    }
-    flock_filter(const flock_filter&) = delete;
-    flock_filter& operator=(const flock_filter&) = delete;
-    ~flock_filter() { unlock(); }
-    void unlock() {
-      if (result == detail::flock_result::locked) detail::unlock_flock(fd);
-      result = detail::flock_result::unsupported;
-    }
-  };
-
-  // Local file systems: unlink the path only if it still names the inode we
-  // opened and that inode still holds the bytes we judged. Every unlink of
-  // the path happens under the flock of the inode it names, and nobody can
-  // create the path while it exists, so the check and the unlink are one
-  // step: no contender can ever delete a fresh lock.
-  template <class BytesAreExpected>
-  removal remove_lock_file_if(int fd, detail::file_identity identity, BytesAreExpected&& expected) {
-    const flock_filter filter(fd);
-    switch (filter.result) {
-      case detail::flock_result::locked:
-      case detail::flock_result::unsupported:  // a same-host filter only; the checks follow
-        break;
-      case detail::flock_result::busy:
-        return removal::busy;
-      case detail::flock_result::failed:
-        return removal_failed("lock stale lock file", filter.error);
-    }
-    detail::file_facts named;
-    if (auto error = detail::stat_path(absolute_, named)) {
-      if (error == std::errc::no_such_file_or_directory) return removal::vanished;
-      return removal_failed("stat lock file", error);
-    }
-    if (named.identity != identity) return removal::changed;
-    std::string bytes;
-    if (auto error = detail::read_prefix(fd, bytes, detail::max_record_bytes))
-      return removal_failed("read lock file", error);
-    if (!expected(bytes)) return removal::changed;
-    if (auto error = detail::remove_name(absolute_)) {
-      if (error == std::errc::no_such_file_or_directory) return removal::vanished;
-      return removal_failed("remove stale lock file", error);
-    }
-    return removal::removed;
-  }
-
-  // The claim of one generation of the lock file: ".<name>.<token>.claim",
-  // token a hash of the generation's ownerID (of its bytes when it is not a
-  // valid record), so that everyone who judged the same file contends for
-  // the same claim.
-  std::filesystem::path claim_name(std::string_view generation, int level) const {
-    const auto record = parse_lease(generation);
-    const std::string_view identity = record ? std::string_view(record->owner_id) : generation;
-    std::uint64_t hash = 14695981039346656037ULL;  // FNV-1a
-    for (const char c : identity) hash = (hash ^ static_cast<unsigned char>(c)) * 1099511628211ULL;
-    char token[17] = {};
-    std::to_chars(token, token + 16, hash, 16);
-    std::string suffix = ".claim";
-    if (level > 0) suffix.append(1, '.').append(std::to_string(level));
-    return detail::protocol_name(absolute_, token, suffix);
-  }
-
-  // Network or unknown file systems (DESIGN.md "Protocol", step 4): flock
-  // is at most a same-host filter there, and stat may answer from a cache
-  // or for the name, so identity is decided by bytes read fresh, and removal
-  // of one generation is serialized across hosts by a claim file published
-  // like a lock. Under the claim: check fresh, move the file aside, check the
-  // moved file fresh (a renewal may have landed in between), then unlink it
-  // or put it back.
-  template <class BytesAreExpected>
-  removal remove_claimed(detail::unique_fd& fd, std::string_view generation, BytesAreExpected&& expected) {
-    using detail::fs_path;
-    flock_filter filter(fd.get());
-    if (filter.result == detail::flock_result::busy) return removal::busy;
-    // Any other flock failure: flock is only a filter here.
-
-    const auto& self = detail::self_identity();
-    const Lease claim = new_lease(self);
-    const auto claim_record = format_lease(claim);
-    const auto mode = detail::to_mode(options_.file_mode);
-    std::vector<std::pair<std::filesystem::path, std::string>> abandoned;  // stale lower levels
-    std::filesystem::path claimed;
-    // The claim's age as others judge it counts from its record's heartbeat.
-    const auto claimed_at = std::chrono::steady_clock::now();
-    for (int level = 0, vanished = 0;;) {
-      if (level > max_claim_levels) {
-        // Every level is a stale claim of crashed or stalled claimants:
-        // clear them, so that the next try starts again at level 0.
-        for (const auto& [stale, bytes] : abandoned) remove_if_unchanged(stale, bytes);
-        return removal::busy;
-      }
-      auto name = claim_name(generation, level);
-      auto published = detail::publish_new_file(name, claim_record, mode, absolute_, claim.owner_id);
-      if (!published.error) {
-        claimed = std::move(name);
-        break;  // (its descriptor closes here: the claim is only a name)
-      }
-      if (published.error != std::errc::file_exists)
-        return removal_failed("claim stale lock file", published.error);
-      auto other = detail::observe_file(name, fs_path::network);
-      other.fd.reset();
-      if (other.error == std::errc::no_such_file_or_directory) {
-        if (++vanished < max_vanished_passes) continue;
-        return removal::busy;
-      }
-      if (other.error) return removal_failed("read claim of stale lock file", other.error);
-      if (detail::judge(other.bytes, other.facts, options_, nullptr, self).status.state == LockState::held)
-        return removal::busy;  // someone else is removing this generation
-      abandoned.emplace_back(std::move(name), std::move(other.bytes));
-      ++level;
-    }
-
-    const auto outcome = [&] {
-      auto seen = detail::observe_file(absolute_, fs_path::network);
-      seen.fd.reset();
-      if (seen.error == std::errc::no_such_file_or_directory) return removal::vanished;
-      if (seen.error) return removal_failed(seen.operation, seen.error);
-      if (!expected(seen.bytes)) return removal::changed;
-      // Others may take the next claim level once ours is stale: move only
-      // while it is young, so that the moment is far from that.
-      if (std::chrono::steady_clock::now() - claimed_at >= options_.lease_stale_threshold / 2)
-        return removal::busy;  // too slow this time (a release retries; nothing was lost)
-      const auto aside = detail::protocol_name(absolute_, claim.owner_id, ".reclaim");
-      if (auto error = detail::move_name(absolute_, aside)) {
-        if (error == std::errc::no_such_file_or_directory) return removal::vanished;
-        return removal_failed("move stale lock file aside", error);
-      }
-      auto moved = detail::observe_file(aside, fs_path::network);
-      moved.fd.reset();
-      if (!moved.error && expected(moved.bytes)) {
-        filter.unlock();
-        fd.reset();
-        detail::remove_name(aside);
-        return removal::removed;
-      }
-      if (moved.error == std::errc::no_such_file_or_directory) return removal::vanished;
-      detail::put_back(aside, absolute_);  // it changed: a live owner renewed it
-      return removal::changed;
-    }();
-
-    // The abandoned levels below go first, each only if it is still the
-    // stale claim judged, then our own: while ours stands, nobody starts
-    // over at a lower level. Ours stays if it may already have been judged
-    // stale (we stalled for the threshold): a claimant above us now works
-    // under it, and removes it when done.
-    for (const auto& [stale, bytes] : abandoned) remove_if_unchanged(stale, bytes);
-    if (std::chrono::steady_clock::now() - claimed_at < options_.lease_stale_threshold)
-      detail::remove_name(claimed);
-    return outcome;
-  }
-
-  // Removes a protocol file judged stale if a fresh read still shows the
-  // bytes judged (best effort: the file is not the lock itself).
-  static void remove_if_unchanged(const std::filesystem::path& name, const std::string& judged) {
-    auto again = detail::observe_file(name, detail::fs_path::network);
-    again.fd.reset();
-    if (!again.error && again.bytes == judged) detail::remove_name(name);
-  }
-
-  // Protocol leftovers beside the lock file (a claim, a file moved aside or
-  // a private publication file of a process that crashed mid-way) are judged
-  // like lease records and removed once stale. Run after a reclamation on a
-  // network file system: leftovers come from crashes, and crashes from
-  // reclamations and releases there. Best effort: failures are ignored.
-  void sweep_leftovers(const detail::process_identity& self) {
-    const auto dir = absolute_.parent_path();
-    const auto prefix = detail::protocol_name(absolute_, "", "").filename().native();
-    // Only names of the protocol's exact shapes, so that a user's file that
-    // happens to start with ".<name>." is never touched:
-    //   .<name>.<hex token>.claim[.<level>]   .<name>.<ownerID>.reclaim|.tmp
-    // where an ownerID is "<pid>-<nanoseconds>-<counter>-<hex>".
-    const auto only = [](std::string_view text, std::string_view allowed) {
-      return !text.empty() && text.find_first_not_of(allowed) == std::string_view::npos;
-    };
-    const auto is_owner_id = [&](std::string_view text) {
-      for (int field = 0; field < 3; ++field) {
-        const auto dash = text.find('-');
-        if (dash == std::string_view::npos || !only(text.substr(0, dash), "0123456789")) return false;
-        text.remove_prefix(dash + 1);
-      }
-      return only(text, "0123456789abcdef");
-    };
-    const auto is_leftover = [&](std::string_view leaf) {
-      auto rest = leaf.substr(prefix.size());
-      for (const std::string_view suffix : {".reclaim", ".tmp"})
-        if (rest.ends_with(suffix)) return is_owner_id(rest.substr(0, rest.size() - suffix.size()));
-      const auto claim = rest.find(".claim");
-      if (claim == std::string_view::npos || !only(rest.substr(0, claim), "0123456789abcdef")) return false;
-      const auto level = rest.substr(claim + 6);
-      return level.empty() || (level.front() == '.' && only(level.substr(1), "0123456789"));
-    };
-    for (const auto& leaf : detail::names_starting_with(dir, prefix)) {
-      if (!is_leftover(leaf)) continue;
-      const auto name = dir / leaf;
-      auto seen = detail::observe_file(name, detail::fs_path::network);
-      seen.fd.reset();
-      if (seen.error) continue;
-      if (detail::judge(seen.bytes, seen.facts, options_, nullptr, self).status.state != LockState::stale) continue;
-      remove_if_unchanged(name, seen.bytes);
-    }
+  // How long the inode's flock must stay busy before a remover concludes
+  // that someone outside the protocol holds it (a reader's flock(LOCK_SH),
+  // say) and takes the claim path instead: a remover of this protocol holds
+  // it for a few system calls. Counted in the retries the caller allows.
+  std::chrono::steady_clock::duration flock_wedge_bound() const {
+    const auto retries = std::max(options_.acquire_retry_limit - 1, 1);
+    return std::max<std::chrono::steady_clock::duration>(options_.acquire_retry_delay * retries,
+                                                         std::chrono::milliseconds(50));
   }
 
   attempt_outcome take_ownership(detail::unique_fd fd, Lease lease, std::string record) {
@@ -625,10 +417,10 @@ class PIDLock {
   // file gone or replaced before the renewal thread noticed), tells the
   // owner through on_lease_lost here, on the caller's thread, outside every
   // lock (the callback may call acquire()), before release() returns.
-  const char* release_impl(std::error_code& ec) {
+  std::string release_impl(std::error_code& ec) {
     ec.clear();
     std::function<void()> tell_loss;
-    const char* operation = release_owned(ec, tell_loss);
+    std::string operation = release_owned(ec, tell_loss);
     if (tell_loss) {
       try {
         tell_loss();
@@ -639,7 +431,7 @@ class PIDLock {
     return operation;
   }
 
-  const char* release_owned(std::error_code& ec, std::function<void()>& tell_loss) {
+  std::string release_owned(std::error_code& ec, std::function<void()>& tell_loss) {
     std::shared_ptr<detail::held_lease> held;
     {
       std::lock_guard state(state_mutex_);
@@ -691,9 +483,18 @@ class PIDLock {
       return on_disk && on_disk->owner_id == held->lease.owner_id;
     };
     auto removed = remove_if(held->kind, held->fd, held->identity, held->record, ours);
+    const auto busy_since = std::chrono::steady_clock::now();
     for (int tries = 1; removed == removal::busy && tries < options_.acquire_retry_limit; ++tries) {
       std::this_thread::sleep_for(options_.acquire_retry_delay);
       removed = remove_if(held->kind, held->fd, held->identity, held->record, ours);
+    }
+    // Still busy: a flock held by someone outside the protocol (a reader's
+    // LOCK_SH) must not keep the owner from releasing. Wait out the bound,
+    // then remove through our generation's claim, without the flock.
+    if (removed == removal::busy) {
+      const auto wedged_at = busy_since + flock_wedge_bound();
+      if (const auto now = std::chrono::steady_clock::now(); now < wedged_at) std::this_thread::sleep_until(wedged_at);
+      removed = remove_if(held->kind, held->fd, held->identity, held->record, ours, true);
     }
     held->fd.reset();
     if (removed == removal::changed || removed == removal::vanished) {
@@ -701,8 +502,8 @@ class PIDLock {
       return "";
     }
     if (removed == removal::failed) {
-      ec = removal_error_;
-      return "release lock file";
+      ec = removal_failure_.error;
+      return "release lock file: " + removal_failure_.operation;
     }
     if (removed == removal::busy) {
       ec = std::make_error_code(std::errc::resource_unavailable_try_again);
@@ -757,8 +558,11 @@ class PIDLock {
   mutable detail::fork_safe_mutex state_mutex_;  // guards lease_; held() never waits for an acquire
   std::shared_ptr<detail::held_lease> lease_;    // the lease issued last and not released (lock_state)
   detail::observation_memory memory_;
-  std::error_code removal_error_;
-  const char* removal_operation_ = "remove stale lock file";
+  detail::removal_failure removal_failure_;      // guarded by op_mutex_
+  // Since when the flock of the file with these bytes has been found busy
+  // (guarded by op_mutex_): past flock_wedge_bound(), the claim path.
+  std::optional<std::chrono::steady_clock::time_point> flock_busy_since_;
+  std::string flock_busy_bytes_;
   mutable std::optional<detail::fs_path> fs_path_;  // guarded by op_mutex_
   std::unique_ptr<detail::wait_channel> channel_;  // guarded by state_mutex_; made by waiting
 };

@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>  // NOLINT(modernize-deprecated-headers): POSIX sigset_t, pthread_sigmask
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -102,6 +103,7 @@ struct file_facts {
   bool regular = false;
   bool directory = false;
   nlink_t links = 0;
+  uid_t owner = 0;
   std::chrono::system_clock::time_point modified;
 };
 
@@ -111,6 +113,7 @@ inline file_facts facts_from(const struct stat& st) {
   facts.regular = S_ISREG(st.st_mode);
   facts.directory = S_ISDIR(st.st_mode);
   facts.links = st.st_nlink;
+  facts.owner = st.st_uid;
 #if defined(__APPLE__)
   const auto& mtime = st.st_mtimespec;
 #else
@@ -147,6 +150,7 @@ inline std::error_code stat_fd_fresh(int fd, file_facts& out) {
     out.regular = S_ISREG(st.stx_mode);
     out.directory = S_ISDIR(st.stx_mode);
     out.links = st.stx_nlink;
+    out.owner = st.stx_uid;
     out.modified = from_unix_nanos(static_cast<std::int64_t>(st.stx_mtime.tv_sec) * 1'000'000'000 +
                                    st.stx_mtime.tv_nsec);
     return {};
@@ -219,6 +223,26 @@ inline flock_result try_flock(int fd, std::error_code& ec) {
 
 inline void unlock_flock(int fd) { ::flock(fd, LOCK_UN); }
 
+// flock on a judged file, dropped explicitly on the way out, not left to
+// close(): a fork() by another thread meanwhile would share the descriptor,
+// and the child would hold the flock for its whole life. fd -1: no flock.
+struct flock_filter {
+  int fd = -1;
+  flock_result result = flock_result::unsupported;
+  std::error_code error;
+  explicit flock_filter(int descriptor) : fd(descriptor) {
+    if (fd >= 0) result = try_flock(fd, error);
+  }
+  flock_filter(const flock_filter&) = delete;
+  flock_filter& operator=(const flock_filter&) = delete;
+  ~flock_filter() { unlock(); }
+  void unlock() {
+    if (result == flock_result::locked) unlock_flock(fd);
+    result = flock_result::unsupported;
+  }
+};
+
+
 inline std::error_code remove_name(const std::filesystem::path& path) {
   return ::unlink(path.c_str()) == 0 ? std::error_code{} : errno_code();
 }
@@ -234,6 +258,17 @@ inline void unlink_if_names(int fd, const std::filesystem::path& path) {
   file_facts named;
   if (!stat_fd(fd, mine) && !stat_path(path, named) && mine.identity == named.identity) remove_name(path);
   if (locked == flock_result::locked) unlock_flock(fd);
+}
+
+// "uid 1 (daemon)": a file owner for an error message.
+inline std::string describe_user(uid_t uid) {
+  std::string text = "uid " + std::to_string(uid);
+  passwd entry{};
+  passwd* found = nullptr;
+  char buffer[1024];
+  if (::getpwuid_r(uid, &entry, buffer, sizeof buffer, &found) == 0 && found != nullptr && found->pw_name)
+    text.append(" (").append(found->pw_name).append(")");
+  return text;
 }
 
 // mkdir -p: every missing level is created with mode (the umask applies).

@@ -899,6 +899,40 @@ TEST_CASE("a lockrun killed with its command leaves a lock the next lockrun take
   CHECK_FALSE(fs::exists(lock));
 }
 
+#if defined(__linux__)
+namespace {
+// The start time (clock ticks since boot) of process `pid`, or "" once it
+// has exited (a zombie counts as exited: it runs no more).
+std::string start_time_of_running(pid_t pid) {
+  const auto stat = read_proc_file("/proc/" + std::to_string(pid) + "/stat");
+  const auto close = stat.rfind(')');
+  if (close == std::string::npos) return {};
+  std::istringstream fields(stat.substr(close + 2));
+  std::string field, state;
+  fields >> state;
+  if (state == "Z" || state == "X") return {};
+  for (int i = 4; i <= 22 && fields >> field; ++i) {}  // field 22: starttime
+  return field;
+}
+}  // namespace
+
+TEST_CASE("a command does not outlive a lockrun killed with SIGKILL", "[lockrun]") {
+  temp_dir dir;
+  const auto lock = (dir / "job.lock").string();
+  const auto pid_file = dir / "command.pid";
+  lockrun_process p({"--stale", "60", lock, "--", "sh", "-c",
+                     "echo $$ > '" + pid_file.string() + "'; echo ready; exec sleep 1000"});
+  REQUIRE(p.wait_for_stdout("ready"));
+  const pid_t command = std::stoi(read_file(pid_file));
+  const auto started = start_time_of_running(command);
+  REQUIRE_FALSE(started.empty());
+  p.signal(SIGKILL);  // lockrun alone, not its group
+  // Gone (not merely reparented): no longer running, or its pid reused.
+  CHECK(eventually([&] { return start_time_of_running(command) != started; }, 10s));
+  CHECK(p.finish() == 128 + SIGKILL);  // and nothing of its group is left
+}
+#endif
+
 TEST_CASE("lockrun exits 74 when the lock file cannot be used", "[lockrun]") {
   temp_dir dir;
   fs::create_directory(dir / "a-directory");

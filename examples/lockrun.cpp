@@ -39,9 +39,11 @@
 #include <sys/prctl.h>
 #endif
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -113,6 +115,9 @@ const char help_text[] =
     "  -E, --conflict-exit-code N  exit status when the lock is held (default 75)\n"
     "      --on-lost ACTION        when the lease is lost: term (default) sends COMMAND\n"
     "                              SIGTERM, kill sends SIGKILL, ignore lets it run on\n"
+    "      --kill-after SECONDS    with --on-lost term: send SIGKILL when COMMAND has\n"
+    "                              not exited SECONDS after the SIGTERM (default 5,\n"
+    "                              fractions allowed)\n"
     "  -q, --quiet                 do not report who holds the lock\n"
     "      --status                print the lock's state as one JSON object\n"
     "  -h, --help                  show this help and exit\n"
@@ -143,6 +148,8 @@ struct config {
   std::optional<milliseconds> heartbeat;
   int conflict_exit = exit_conflict;
   lost_action on_lost = lost_action::term;
+  milliseconds kill_after = 5s;     // --on-lost term: SIGKILL this long after SIGTERM
+  std::string kill_after_text = "5";  // as given, for messages
   std::string lock_file;
   std::vector<char*> command;  // argv for the command, null-terminated
 };
@@ -181,8 +188,8 @@ struct option_spec {
 constexpr option_spec option_specs[] = {
     {"wait", 'w', false},           {"timeout", 't', true},  {"stale", '\0', true},
     {"heartbeat", '\0', true},      {"conflict-exit-code", 'E', true},
-    {"on-lost", '\0', true},        {"quiet", 'q', false},   {"status", '\0', false},
-    {"help", 'h', false},           {"version", '\0', false},
+    {"on-lost", '\0', true},        {"kill-after", '\0', true}, {"quiet", 'q', false},
+    {"status", '\0', false},        {"help", 'h', false},        {"version", '\0', false},
 };
 
 // Applies one option; `spelled` is how the user wrote it, for messages.
@@ -215,6 +222,12 @@ void apply_option(config& cfg, const option_spec& spec, std::string_view spelled
     else if (value == "kill") cfg.on_lost = lost_action::kill;
     else if (value == "ignore") cfg.on_lost = lost_action::ignore;
     else bad_value(spelled, value, "term, kill or ignore");
+  } else if (name == "kill-after") {
+    const auto seconds = parse_seconds(value);
+    if (!seconds || *seconds < 0 || *seconds > 86400)
+      bad_value(spelled, value, "a number of seconds >= 0 and <= 86400");
+    cfg.kill_after = milliseconds(static_cast<long long>(std::ceil(*seconds * 1000)));
+    cfg.kill_after_text = std::string(value);
   } else if (name == "quiet") {
     cfg.quiet = true;
   } else if (name == "status") {
@@ -735,9 +748,17 @@ int spawn_command(const config& cfg, const signal_setup& setup, pid_t& child) {
 // Collects the command's wait status, forwarding signals and acting on a lost
 // lease until it exits. Sets `lost` when the lease was lost while it ran.
 int supervise(pid_t child, const config& cfg, bool& lost) {
+  using std::chrono::steady_clock;
   lost = false;
+  // After --on-lost term's SIGTERM: when the command gets SIGKILL.
+  std::optional<steady_clock::time_point> kill_at;
   for (;;) {
-    const std::string events = next_events();
+    int timeout_ms = -1;
+    if (kill_at) {
+      const auto left = std::chrono::ceil<milliseconds>(*kill_at - steady_clock::now()).count();
+      timeout_ms = static_cast<int>(std::clamp<long long>(left, 0, INT_MAX));
+    }
+    const std::string events = next_events(timeout_ms);
     // The child first: if it has exited, the batch's signals and a loss that
     // raced with its exit no longer concern it.
     int status = 0;
@@ -745,6 +766,12 @@ int supervise(pid_t child, const config& cfg, bool& lost) {
     do reaped = ::waitpid(child, &status, WNOHANG);
     while (reaped < 0 && errno == EINTR);
     if (reaped == child || (reaped < 0 && errno == ECHILD)) return status;
+
+    if (kill_at && steady_clock::now() >= *kill_at) {
+      say("the command did not exit within " + cfg.kill_after_text + " s of SIGTERM; killing it");
+      ::kill(child, SIGKILL);
+      kill_at.reset();
+    }
 
     for (const char c : events) {
       const auto event = static_cast<unsigned char>(c);
@@ -754,7 +781,10 @@ int supervise(pid_t child, const config& cfg, bool& lost) {
                              : cfg.on_lost == lost_action::kill ? "killing the command"
                                                                 : "the command runs on (--on-lost ignore)";
         say("lost the lease on " + cfg.lock_file + "; " + action);
-        if (cfg.on_lost == lost_action::term) ::kill(child, SIGTERM);
+        if (cfg.on_lost == lost_action::term) {
+          ::kill(child, SIGTERM);
+          kill_at = steady_clock::now() + cfg.kill_after;
+        }
         if (cfg.on_lost == lost_action::kill) ::kill(child, SIGKILL);
       } else if (is_signal_event(event) && is_forwarded(signal_of(event)) && !(event & from_terminal)) {
         // The child is not reaped yet, so its pid cannot have been reused.

@@ -643,6 +643,11 @@ TEST_CASE("lockrun rejects bad usage with exit 64, a one-line error and the usag
       {{"-E", "-1", lock, "--", "touch", marker}, "invalid value '-1' for -E"},
       {{"--conflict-exit-code", "x", lock, "--", "touch", marker}, "invalid value 'x' for --conflict-exit-code"},
       {{"--on-lost", "maybe", lock, "--", "touch", marker}, "invalid value 'maybe' for --on-lost"},
+      {{"--kill-after", "-1", lock, "--", "touch", marker}, "invalid value '-1' for --kill-after"},
+      {{"--kill-after", "nan", lock, "--", "touch", marker}, "invalid value 'nan' for --kill-after"},
+      {{"--kill-after", "5s", lock, "--", "touch", marker}, "invalid value '5s' for --kill-after"},
+      {{"--kill-after=1e9", lock, "--", "touch", marker}, "invalid value '1e9' for --kill-after"},
+      {{lock, "--kill-after"}, "option --kill-after needs a value"},
       {{"--status"}, "missing LOCKFILE"},
       {{"--status", lock, "--", "touch", marker}, "--status takes no COMMAND"},
       {{"--status", "--stale", "-3", lock}, "invalid value '-3' for --stale"},
@@ -670,7 +675,7 @@ TEST_CASE("lockrun --help and --version print to stdout and exit 0", "[lockrun]"
     CHECK(r.exit == 0);
     CHECK_THAT(r.out, starts_with("Usage: lockrun [OPTIONS] LOCKFILE -- COMMAND [ARG...]\n"));
     for (const char* option : {"--wait", "--timeout", "--stale", "--heartbeat", "--conflict-exit-code",
-                               "--on-lost", "--quiet", "--status", "--version"})
+                               "--on-lost", "--kill-after", "--quiet", "--status", "--version"})
       CHECK_THAT(r.out, contains_substring(option));
     CHECK(r.err.empty());
   }
@@ -821,6 +826,17 @@ TEST_CASE("lockrun acts on a lost lease as --on-lost says", "[lockrun]") {
     fs::remove(lock);
     CHECK(p.finish() == 76);
     CHECK(p.elapsed() < 30s);
+  }
+  SECTION("term escalates: a command that ignores SIGTERM is killed after --kill-after, 76") {
+    lockrun_process p(concat(concat(lease, {"--kill-after", "0.2", lock, "--"}),
+                             {"sh", "-c", "trap '' TERM; echo ready; exec sleep 1000"}));
+    REQUIRE(p.wait_for_stdout("ready"));
+    fs::remove(lock);
+    CHECK(p.finish(20s) == 76);
+    CHECK(p.exited_normally());
+    CHECK(p.elapsed() < 15s);
+    CHECK_THAT(p.err(), contains_substring("sending SIGTERM to the command"));
+    CHECK_THAT(p.err(), contains_substring("did not exit within 0.2 s of SIGTERM; killing it"));
   }
   SECTION("--on-lost kill: SIGKILL, 76") {
     lockrun_process p(concat(concat(lease, {"--on-lost=kill", lock, "--"}),

@@ -105,6 +105,7 @@ const char help_text[] =
     "Run COMMAND while holding the lease lock LOCKFILE (created if missing, removed\n"
     "afterwards). Signals INT, TERM, HUP and QUIT sent to lockrun are passed on.\n"
     LOCKRUN_DEATH_TEXT
+    "A file at LOCKFILE that is not a lock file is never touched (exit 74).\n"
     "\n"
     "Options:\n"
     "  -w, --wait                  wait until the lock is free (default: give up at once)\n"
@@ -128,10 +129,12 @@ const char help_text[] =
     "  75   the lock is held (or --timeout passed); see -E\n"
     "  76   the lease was lost and COMMAND was stopped (its own non-zero exit\n"
     "       status wins)\n"
-    "  64   bad usage          74  the lock file cannot be created or read\n"
+    "  64   bad usage\n"
+    "  74   the lock file cannot be created or read, or LOCKFILE is a file that is\n"
+    "       not a lock file (left as it is)\n"
     "  126  COMMAND cannot be executed          127  COMMAND not found\n"
     "  128+N  lockrun got signal N before COMMAND started\n"
-    "  --status: 0 held, 1 free, 2 stale, 3 not a lock file\n";
+    "  --status: 0 held, 1 free, 2 stale, 3 not a lock file (\"state\":\"foreign\")\n";
 #undef LOCKRUN_DEATH_TEXT
 
 enum class lost_action { term, kill, ignore };
@@ -402,9 +405,10 @@ std::string json_string(std::string_view text) {
 }
 
 std::string status_json(const std::string& lock_file, const lockfile::LockStatus& status) {
-  const char* state = status.state == lockfile::LockState::held    ? "held"
-                      : status.state == lockfile::LockState::stale ? "stale"
-                                                                   : "free";
+  const char* state = status.state == lockfile::LockState::held      ? "held"
+                      : status.state == lockfile::LockState::stale   ? "stale"
+                      : status.state == lockfile::LockState::foreign ? "foreign"
+                                                                     : "free";
   const auto& lease = status.lease;
   const bool exists = status.state != lockfile::LockState::free;
   std::string out = "{\"state\":\"" + std::string(state) + "\"";
@@ -554,6 +558,11 @@ take_result failure_of(const config& cfg, std::exception_ptr error) {
     if (e.code() == lockfile::errc::retry_limit_exceeded) {
       if (!cfg.quiet) say(cfg.lock_file + " is contended: gave up reclaiming its stale lease");
       return {false, cfg.conflict_exit};
+    }
+    if (e.code() == lockfile::errc::not_a_lock_file) {
+      // Someone's data at the path: the library left it alone, and so do we.
+      say(cfg.lock_file + ": exists and is not a lock file; refusing to touch it");
+      return {false, exit_lock_error};
     }
     say(std::string("cannot take the lock: ") + e.what());
     return {false, exit_lock_error};

@@ -583,7 +583,9 @@ TEST_CASE("lockrun --status prints the state as one JSON object and exits 0 held
     CHECK(read_file(lock).find("old-owner") != std::string::npos);  // --status changes nothing
   }
   SECTION("a fresh file that is not a lease record is held") {
-    write_file(lock, "garbage");
+    // What a writer that crashed mid-write leaves (a file of other content
+    // is foreign: see below).
+    write_file(lock, "{\"version\":1,\"own");
     const auto [code, json] = status_of();
     CHECK(code == 0);
     CHECK(json.at("state") == "held");
@@ -961,6 +963,34 @@ TEST_CASE("lockrun exits 74 when the lock file cannot be used", "[lockrun]") {
   CHECK(status.out.empty());
   CHECK_THAT(status.err, starts_with("lockrun: "));
   CHECK(fs::is_directory(path));
+}
+
+// Needs the library's foreign-file rule (issue 13, defect 1): until it lands,
+// acquire takes the script for a broken lease and replaces it.
+TEST_CASE("lockrun refuses a file that is not a lock file: exit 74, the file untouched, the command not run",
+          "[lockrun][!mayfail]") {
+  temp_dir dir;
+  const auto script = dir / "myscript.sh";
+  const std::string content = "#!/bin/sh\necho 'important work'\n";
+  write_file(script, content);
+  ::chmod(script.c_str(), 0755);
+  const auto marker = (dir / "ran").string();
+  const auto wait_option = GENERATE(as<std::vector<std::string>>{}, std::vector<std::string>{},
+                                    std::vector<std::string>{"-t", "5"});
+  CAPTURE(wait_option);
+
+  const auto r = run_lockrun(concat(wait_option, {script.string(), "--", "touch", marker}));
+  CHECK(r.exit == 74);
+  CHECK(r.err == "lockrun: " + script.string() + ": exists and is not a lock file; refusing to touch it\n");
+  CHECK(read_file(script) == content);
+  CHECK_FALSE(fs::exists(marker));
+
+  const auto status = run_lockrun({"--status", script.string()});
+  CHECK(status.exit == 3);
+  const auto json = parse_flat_json(status.out);
+  REQUIRE(json);
+  CHECK(json->at("state") == "foreign");
+  CHECK(read_file(script) == content);
 }
 
 #endif  // LOCKFILE_LOCKRUN

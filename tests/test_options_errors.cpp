@@ -561,8 +561,8 @@ TEST_CASE("inspect: garbage just written is held, with no lease and its mtime ag
   scratch_dir dir;
   const fs::path path = dir.path / "x.lock";
   for (const std::string& garbage :
-       {std::string("not a lease"), std::string(), std::string("{\"version\":1"),
-        std::string("\x00\xff\xfe", 3)}) {
+       {std::string("{\"ownerID\":\"o"), std::string(), std::string("{\"version\":1"),
+        std::string("\x00\x00\x00", 3)}) {
     INFO("garbage of " << garbage.size() << " bytes");
     write_file(path, garbage);
     const auto status = inspect_unchanged(dir, path);
@@ -576,7 +576,7 @@ TEST_CASE("inspect: garbage just written is held, with no lease and its mtime ag
 TEST_CASE("inspect: garbage last modified longer ago than invalid_lock_stale_threshold is stale") {
   scratch_dir dir;
   const fs::path path = dir.path / "x.lock";
-  write_file(path, "garbage");
+  write_file(path, "{\"version\":1");
   set_mtime(path, -10s);
   auto status = inspect_unchanged(dir, path);
   CHECK(status.state == LockState::stale);

@@ -4,12 +4,17 @@
 #include "support.hpp"
 
 #include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
+#include <array>
 #include <atomic>
 #include <charconv>
 #include <memory>
 #include <mutex>
 #include <random>
+#include <cstring>
+#include <stdexcept>
 
 using namespace lockfile_test;
 using lockfile::PIDLock;
@@ -172,4 +177,187 @@ TEST_CASE("regression: on_lease_lost never runs after release() or the destructo
   }
   std::this_thread::sleep_for(20ms);  // any straggling callback would run now
   CHECK(late.load() == 0);
+}
+
+// --- issue 13: foreign files, observations, times, bounds, file types --------
+
+namespace {
+
+// A same-machine record (our boot id and PID namespace) for pid, so that the
+// dead-owner probe, or process_appears_alive, is asked about it.
+std::string same_machine_record(int pid) {
+  lockfile::Lease lease;
+  lease.owner_id = "same-machine-owner";
+  lease.pid = pid;
+  lease.heartbeat = std::chrono::system_clock::now();
+  auto boot = read_file("/proc/sys/kernel/random/boot_id");
+  while (!boot.empty() && boot.back() == '\n') boot.pop_back();
+  lease.boot_id = boot;
+  struct stat st {};
+  if (::stat("/proc/self/ns/pid", &st) == 0) lease.pid_namespace = st.st_ino;
+  return lockfile::format_lease(lease);
+}
+
+// Replaces path with a new file (another inode) holding bytes.
+void replace_file(const fs::path& path, const std::string& bytes) {
+  const auto temp = path.parent_path() / "replacement.tmp";
+  write_file(temp, bytes);
+  fs::rename(temp, path);
+}
+
+}  // namespace
+
+TEST_CASE("regression: a file that is not a lease is never modified or removed, and acquiring it fails at once") {
+  // Every file that was not a valid record used to be "invalid", and 1.2 s
+  // after its last change it was replaced by a lease: PIDLock{"data.json"}
+  // destroyed the user's data.
+  temp_dir dir;
+  const auto path = dir / "data.json";
+  const std::string content = GENERATE(as<std::string>{}, "important notes\n", "#!/bin/sh\necho hi\n",
+                                       "[1,2,3]", "{\"name\":\"x\",\"version\":1}", "{}",
+                                       std::string("\x7f" "ELF\x02\x01\x00", 7), std::string("{\"pid\0\":1}", 9), "{\"verb\":");
+  INFO("content of " << content.size() << " bytes");
+  write_file(path, content);
+  set_mtime(path, std::chrono::system_clock::now() - 1h);  // long past every threshold
+  const auto before = dir.entries();
+  PIDLock lock(path, {.acquire_retry_delay = 1ms});
+
+  std::error_code ec;
+  lock.acquire(ec);
+  CHECK(ec == lockfile::errc::not_a_lock_file);
+  try {
+    lock.acquire();
+    FAIL("acquire() did not throw");
+  } catch (const fs::filesystem_error& e) {
+    CHECK(e.code() == lockfile::errc::not_a_lock_file);
+    CHECK(e.path1() == path);
+    CHECK_THAT(e.what(), lockfile_test::contains_substring("exists and is not a lock file; refusing to touch it"));
+  }
+  CHECK_THROWS_AS(lock.try_lock(), fs::filesystem_error);
+  CHECK_THROWS_AS(lock.try_lock_for(2s), fs::filesystem_error);  // at once, not after 2 s
+  CHECK_THROWS_AS(lock.lock(), fs::filesystem_error);
+  CHECK(lock.inspect().state == lockfile::LockState::foreign);
+  CHECK(lockfile::inspect(path).state == lockfile::LockState::foreign);
+  CHECK_FALSE(lock.held());
+  CHECK(read_file(path) == content);
+  CHECK(dir.entries() == before);
+}
+
+TEST_CASE("regression: the same bytes in another file, or written again, are not 'unchanged' to a waiting lock") {
+  // Observations were keyed by bytes alone: "" seen, then "" seen again
+  // (a new file, or the Go package's truncate-then-write) at least the
+  // invalid threshold later, counted as one file unchanged all along, and a
+  // fresh file was taken over.
+  temp_dir dir;
+  const auto path = dir / "app.lock";
+  const lockfile::Options options{.invalid_lock_stale_threshold = 200ms};
+  const bool same_inode = GENERATE(false, true);
+  INFO((same_inode ? "rewritten in place" : "a new file"));
+  write_file(path, "");
+  PIDLock lock(path, options);
+  CHECK_FALSE(lock.try_lock());  // fresh: held, and remembered
+  const auto seen = std::chrono::steady_clock::now();
+  REQUIRE(eventually([&] { return std::chrono::steady_clock::now() - seen > 300ms; }));
+  if (same_inode) {
+    write_file(path, foreign_record(std::chrono::system_clock::now()));  // a renewal, then
+    write_file(path, "");                                                // truncated again
+  } else {
+    replace_file(path, "");
+  }
+  CHECK_FALSE(lock.try_lock());  // fresh again by its mtime: still held
+  CHECK(read_file(path).empty());
+}
+
+TEST_CASE("regression: a lock file whose mtime lies in the future is judged by its ctime") {
+  // A heartbeat far ahead was judged by the mtime, and an mtime far ahead
+  // (touch -d, a skewed server) blocked every single try until that date.
+  // Past the year 2262 the nanosecond count overflowed.
+  temp_dir dir;
+  const auto path = dir / "app.lock";
+  SECTION("an invalid file") {
+    write_file(path, "");
+    set_mtime(path, std::chrono::system_clock::now() + 24h * 365);
+    const lockfile::Options options{.invalid_lock_stale_threshold = 100ms};
+    CHECK(eventually([&] { return lockfile::inspect(path, options).state == lockfile::LockState::stale; }, 10s));
+    PIDLock lock(path, options);
+    CHECK(lock.try_lock());
+  }
+  SECTION("a record whose heartbeat and mtime are both past 2262") {
+    write_file(path, "{\"version\":1,\"ownerID\":\"o\",\"pid\":999999,\"lastHeartbeatUnixNano\":9223372036854775807}\n");
+    if (::utimensat(AT_FDCWD, path.c_str(),
+                    std::array<timespec, 2>{timespec{10'413'792'000, 0}, timespec{10'413'792'000, 0}}.data(), 0) != 0)
+      LOCKFILE_SKIP("this file system cannot store a time past 2262");
+    const lockfile::Options options{.lease_heartbeat_interval = 20ms, .lease_stale_threshold = 100ms};
+    CHECK(eventually([&] { return lockfile::inspect(path, options).state == lockfile::LockState::stale; }, 10s));
+    PIDLock lock(path, options);
+    CHECK(lock.try_lock());
+  }
+}
+
+TEST_CASE("regression: a duration longer than 24 hours is refused, naming the field") {
+  // milliseconds::max() passed validation and overflowed into a negative
+  // staleThresholdNano.
+  using std::chrono::milliseconds;
+  const auto refused = [](const lockfile::Options& options, const std::string& field) {
+    try {
+      PIDLock lock("x.lock", options);
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what()).find(field) != std::string::npos &&
+             std::string(e.what()).find("24 hours") != std::string::npos;
+    }
+    return false;
+  };
+  CHECK(refused({.lease_stale_threshold = milliseconds::max()}, "lease_stale_threshold"));
+  CHECK(refused({.lease_stale_threshold = 24h + 1ms}, "lease_stale_threshold"));
+  CHECK(refused({.acquire_retry_delay = 25h}, "acquire_retry_delay"));
+  CHECK(refused({.invalid_lock_stale_threshold = milliseconds::max()}, "invalid_lock_stale_threshold"));
+  CHECK_NOTHROW(PIDLock("x.lock", {.lease_heartbeat_interval = 1h, .lease_stale_threshold = 24h}));
+}
+
+TEST_CASE("regression: a socket at the path is refused as not a regular file, not with ENXIO") {
+  temp_dir dir;
+  const auto path = dir / "app.lock";
+  const int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(listener >= 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  REQUIRE(path.native().size() < sizeof address.sun_path);
+  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast): the sockets API
+  REQUIRE(::bind(listener, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0);
+  PIDLock lock(path);
+  try {
+    lock.acquire();
+    FAIL("acquire() did not throw");
+  } catch (const fs::filesystem_error& e) {
+    CHECK(e.code() == std::errc::invalid_argument);
+    CHECK_THAT(e.what(), lockfile_test::contains_substring("not a regular file"));
+  }
+  CHECK_THROWS_AS(lockfile::inspect(path), fs::filesystem_error);
+  CHECK(fs::is_socket(fs::symlink_status(path)));
+  ::close(listener);
+}
+
+TEST_CASE("regression: an exception from process_appears_alive means alive (fail closed), and is reported") {
+  // It escaped from acquire(), and acquire(ec) turned it into
+  // state_not_recoverable.
+  temp_dir dir;
+  const auto path = dir / "app.lock";
+  write_file(path, same_machine_record(static_cast<int>(::getpid())));
+  int asked = 0;
+  PIDLock lock(path, {.process_appears_alive = [&](int) -> bool {
+                        ++asked;
+                        throw std::runtime_error("probe broke");
+                      }});
+  std::error_code ec;
+  lock.acquire(ec);
+  CHECK(ec == lockfile::errc::lock_held);
+  try {
+    lock.acquire();
+    FAIL("acquire() did not throw");
+  } catch (const lockfile::lock_held_error& e) {
+    CHECK_THAT(e.what(), lockfile_test::contains_substring("process_appears_alive threw: probe broke"));
+  }
+  CHECK(asked >= 2);
+  CHECK(lockfile::parse_lease(read_file(path)));
 }

@@ -451,7 +451,7 @@ TEST_CASE("two mounts: a file rewritten by another host is judged by what the se
   // A short invalid file, last modified long ago: stale. A stat through A
   // (any program on that host, ls -l) leaves its size and times in A's
   // attribute cache (run.sh mounts with attr_timeout=30, as NFS caches).
-  write_file(dir.real / "x.lock", "?");
+  write_file(dir.real / "x.lock", "{");
   set_mtime(dir.real / "x.lock", std::chrono::system_clock::now() - 1h);
   CHECK(lockfile::inspect(dir.a / "x.lock").state == LockState::stale);
   CHECK(fs::file_size(dir.a / "x.lock") == 1);

@@ -9,20 +9,29 @@ namespace lockfile::detail {
 using steady_clock = std::chrono::steady_clock;
 using system_clock = std::chrono::system_clock;
 
-// What one lock has seen of a lock file's bytes over time, on its own
-// steady clock. It lets a waiting lock judge by observation rather than by
-// another host's timestamps.
+// What one lock has seen of a lock file over time, on its own steady
+// clock. It lets a waiting lock judge by observation rather than by another
+// host's timestamps. A version of the file is its identity, its ctime and
+// its bytes: the same bytes in another file, or written again (the Go
+// package truncates and rewrites, so "" recurs), are not "unchanged".
 struct observation_memory {
   bool valid = false;
-  bool saw_change = false;             // the bytes changed while we watched
+  bool saw_change = false;             // the file changed while we watched
   std::string bytes;
-  steady_clock::time_point first_seen; // when the current bytes were first seen
+  file_identity identity;
+  system_clock::time_point changed;    // ctime
+  steady_clock::time_point first_seen; // when this version was first seen
 
-  void record(const std::string& now_bytes, steady_clock::time_point now) {
-    if (valid && now_bytes == bytes) return;
+  bool same(const std::string& now_bytes, const file_facts& facts) const {
+    return valid && facts.identity == identity && facts.changed == changed && now_bytes == bytes;
+  }
+  void record(const std::string& now_bytes, const file_facts& facts, steady_clock::time_point now) {
+    if (same(now_bytes, facts)) return;
     saw_change = valid;
     valid = true;
     bytes = now_bytes;
+    identity = facts.identity;
+    changed = facts.changed;
     first_seen = now;
   }
   void forget() { *this = observation_memory{}; }
@@ -30,15 +39,19 @@ struct observation_memory {
 
 struct verdict {
   LockStatus status;
-  // When the file, if its bytes stay as they are, becomes stale (steady time);
+  // When the file, if it stays as it is, becomes stale (steady time);
   // meaningful when held.
   steady_clock::time_point stale_at;
+  std::string note;  // for the held error: why a live owner was assumed
 };
 
-inline std::chrono::nanoseconds age_since(system_clock::time_point now,
-                                          system_clock::time_point then) {
-  return std::max(std::chrono::nanoseconds::zero(),
-                  std::chrono::duration_cast<std::chrono::nanoseconds>(now - then));
+// now - then, never negative, saturating (times come from files and records).
+inline std::chrono::nanoseconds age_since(system_clock::time_point now, system_clock::time_point then) {
+  const std::int64_t n = unix_nanos(now);
+  const std::int64_t t = unix_nanos(then);
+  if (t >= n) return std::chrono::nanoseconds::zero();
+  if (t < 0 && n > std::numeric_limits<std::int64_t>::max() + t) return std::chrono::nanoseconds::max();
+  return std::chrono::nanoseconds(n - t);
 }
 
 // A record from our own boot and PID namespace names a pid we can probe.
@@ -47,10 +60,20 @@ inline bool same_pid_space(const Lease& lease, const process_identity& self) {
          lease.pid_namespace == self.pid_namespace;
 }
 
-inline bool owner_is_dead(const Lease& lease, const process_identity& self, const Options& options) {
+// Fails closed: an exception from process_appears_alive means alive, and is
+// reported in note (it ends up in the held error's message).
+inline bool owner_is_dead(const Lease& lease, const process_identity& self, const Options& options,
+                          std::string& note) {
   if (!same_pid_space(lease, self)) return false;
-  if (options.process_appears_alive) return !options.process_appears_alive(lease.pid);
-  return probe_process(lease.pid, lease.start_time) == liveness::dead;
+  if (!options.process_appears_alive) return probe_process(lease.pid, lease.start_time) == liveness::dead;
+  try {
+    return !options.process_appears_alive(lease.pid);
+  } catch (const std::exception& e) {
+    note = std::string(" (process_appears_alive threw: ") + e.what() + "; the owner is taken to be alive)";
+  } catch (...) {
+    note = " (process_appears_alive threw; the owner is taken to be alive)";
+  }
+  return false;
 }
 
 inline verdict judge(const std::string& bytes, const file_facts& facts, const Options& options,
@@ -63,27 +86,35 @@ inline verdict judge(const std::string& bytes, const file_facts& facts, const Op
   if (bytes.size() <= max_record_bytes) out.status.lease = parse_lease(bytes);
   const auto& lease = out.status.lease;
 
-  // Which threshold applies, and how old the file is by the timestamps.
+  // Which threshold applies, and how old the file is by the timestamps. A
+  // time far in the future (skew, corruption, touch -d) must not block for
+  // ever: a heartbeat so far ahead is replaced by the file's mtime (each
+  // renewal writes the file), an mtime so far ahead by its ctime, which no
+  // writer can set.
   nanoseconds threshold;
   nanoseconds age;
+  const auto far_ahead = [&](system_clock::time_point when) { return when > wall_now + threshold; };
+  const auto file_time = [&] { return far_ahead(facts.modified) ? facts.changed : facts.modified; };
   if (lease) {
     threshold = std::max<nanoseconds>(options.lease_stale_threshold,
                                       std::min(lease->stale_threshold, max_record_threshold));
-    const bool far_future = lease->heartbeat - wall_now > threshold;
-    // A heartbeat far in the future (skew, corruption) must not block forever:
-    // judge by the file's modification time, which follows each renewal.
-    age = age_since(wall_now, far_future ? facts.modified : lease->heartbeat);
+    age = age_since(wall_now, far_ahead(lease->heartbeat) ? file_time() : lease->heartbeat);
   } else {
     threshold = options.invalid_lock_stale_threshold;
-    age = age_since(wall_now, facts.modified);
+    age = age_since(wall_now, file_time());
   }
   out.status.age = age;
 
-  if (lease && owner_is_dead(*lease, self, options)) {
+  // Somebody's data, not a lease: never stale, never touched.
+  if (!lease && classify_non_record(bytes) == lock_bytes::foreign) {
+    out.status.state = LockState::foreign;
+    return out;
+  }
+  if (lease && owner_is_dead(*lease, self, options, out.note)) {
     out.status.state = LockState::stale;
     return out;
   }
-  const bool watching = memory != nullptr && memory->valid && memory->bytes == bytes;
+  const bool watching = memory != nullptr && memory->same(bytes, facts);
   if (watching) {
     if (steady_now - memory->first_seen >= threshold) {  // stale by observation
       out.status.state = LockState::stale;

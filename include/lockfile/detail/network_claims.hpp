@@ -138,8 +138,10 @@ class claimed_removal {
         return removal::busy;
       }
       if (other.error) return failed("read claim of stale lock file", other.error);
-      if (detail::judge(other.bytes, other.facts, options_, nullptr, self).status.state == LockState::held)
-        return removal::busy;  // someone else is removing this generation
+      // Held: someone else is removing this generation. Foreign: not ours to
+      // remove, so this generation cannot be claimed (one retry).
+      if (detail::judge(other.bytes, other.facts, options_, nullptr, self).status.state != LockState::stale)
+        return removal::busy;
       abandoned.emplace_back(std::move(name), std::move(other.bytes));
       ++level;
     }

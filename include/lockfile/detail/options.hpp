@@ -44,9 +44,16 @@ inline void validate(const std::filesystem::path& lock_file, const Options& opti
       {"lease_heartbeat_interval", options.lease_heartbeat_interval},
       {"lease_stale_threshold", options.lease_stale_threshold},
   };
-  for (const auto& [field, value] : durations)
+  // At most a day, as a record's own threshold: larger values would
+  // overflow the record's nanoseconds and block a lock for centuries.
+  constexpr milliseconds longest = std::chrono::hours(24);
+  for (const auto& [field, value] : durations) {
     if (value < milliseconds::zero())
       invalid_option(std::string(field) + " must not be negative, got " + millis(value));
+    if (value > longest)
+      invalid_option(std::string(field) + " must be at most 24 hours (" + millis(longest) + "), got " +
+                     millis(value));
+  }
   if (options.lease_heartbeat_interval == milliseconds::zero())
     invalid_option("lease_heartbeat_interval must be positive");
   if (options.lease_stale_threshold == milliseconds::zero())

@@ -221,7 +221,8 @@ class PIDLock {
   [[noreturn]] void throw_failure(const attempt_outcome& o) const {
     switch (o.kind) {
       case attempt_result::held:
-        throw lock_held_error(path_, options_.held_error, o.verdict.status.lease, o.verdict.status.age);
+        throw lock_held_error(path_, options_.held_error, o.verdict.status.lease, o.verdict.status.age,
+                              o.verdict.note);
       case attempt_result::self_held:
         throw std::filesystem::filesystem_error("acquire lock file (this PIDLock already holds it)",
                                                 path_, error_of(o));
@@ -309,8 +310,10 @@ class PIDLock {
         return with(attempt_result::retry_limit);
       }
       if (seen.error) return failure(seen.operation, seen.error);
-      memory_.record(seen.bytes, std::chrono::steady_clock::now());
+      memory_.record(seen.bytes, seen.facts, std::chrono::steady_clock::now());
       auto verdict = detail::judge(seen.bytes, seen.facts, options_, &memory_, self);
+      if (verdict.status.state == LockState::foreign)
+        return failure("acquire lock file", make_error_code(errc::not_a_lock_file));
       if (verdict.status.state == LockState::held) {
         auto held = with(attempt_result::held);
         held.verdict = std::move(verdict);

@@ -74,7 +74,7 @@ inline int open_file(const char* path, int flags, mode_t mode = 0,
                      last_component last = last_component::no_follow) {
   if (last == last_component::no_follow) flags |= O_NOFOLLOW;
   int fd = -1;
-  do fd = ::open(path, flags | O_CLOEXEC, mode);
+  do fd = ::open(path, flags | O_CLOEXEC | O_NOCTTY, mode);
   while (fd < 0 && errno == EINTR);
   return fd;
 }
@@ -102,25 +102,39 @@ struct file_facts {
   file_identity identity;
   bool regular = false;
   bool directory = false;
+  bool symlink = false;
   nlink_t links = 0;
   uid_t owner = 0;
-  std::chrono::system_clock::time_point modified;
+  std::chrono::system_clock::time_point modified;  // mtime: any writer can set it
+  std::chrono::system_clock::time_point changed;   // ctime: the kernel's (or server's) clock alone
 };
+
+// A file time as a time_point, saturating: an mtime set past the year 2262
+// (or before 1678) does not overflow the nanosecond count.
+inline std::chrono::system_clock::time_point from_file_time(std::int64_t seconds, std::int64_t nanoseconds) {
+  constexpr std::int64_t limit = std::numeric_limits<std::int64_t>::max() / 1'000'000'000 - 1;
+  if (seconds > limit) return from_unix_nanos(std::numeric_limits<std::int64_t>::max());
+  if (seconds < -limit) return from_unix_nanos(std::numeric_limits<std::int64_t>::min());
+  return from_unix_nanos(seconds * 1'000'000'000 + nanoseconds);
+}
 
 inline file_facts facts_from(const struct stat& st) {
   file_facts facts;
   facts.identity = {st.st_dev, st.st_ino};
   facts.regular = S_ISREG(st.st_mode);
   facts.directory = S_ISDIR(st.st_mode);
+  facts.symlink = S_ISLNK(st.st_mode);
   facts.links = st.st_nlink;
   facts.owner = st.st_uid;
 #if defined(__APPLE__)
   const auto& mtime = st.st_mtimespec;
+  const auto& ctime = st.st_ctimespec;
 #else
   const auto& mtime = st.st_mtim;
+  const auto& ctime = st.st_ctim;
 #endif
-  facts.modified = from_unix_nanos(static_cast<std::int64_t>(mtime.tv_sec) * 1'000'000'000 +
-                                   mtime.tv_nsec);
+  facts.modified = from_file_time(mtime.tv_sec, mtime.tv_nsec);
+  facts.changed = from_file_time(ctime.tv_sec, ctime.tv_nsec);
   return facts;
 }
 
@@ -149,10 +163,11 @@ inline std::error_code stat_fd_fresh(int fd, file_facts& out) {
     out.identity = {makedev(st.stx_dev_major, st.stx_dev_minor), static_cast<ino_t>(st.stx_ino)};
     out.regular = S_ISREG(st.stx_mode);
     out.directory = S_ISDIR(st.stx_mode);
+    out.symlink = S_ISLNK(st.stx_mode);
     out.links = st.stx_nlink;
     out.owner = st.stx_uid;
-    out.modified = from_unix_nanos(static_cast<std::int64_t>(st.stx_mtime.tv_sec) * 1'000'000'000 +
-                                   st.stx_mtime.tv_nsec);
+    out.modified = from_file_time(st.stx_mtime.tv_sec, st.stx_mtime.tv_nsec);
+    out.changed = from_file_time(st.stx_ctime.tv_sec, st.stx_ctime.tv_nsec);
     return {};
   }
   if (errno != ENOSYS) return errno_code();
@@ -526,11 +541,54 @@ struct observed_file {
 // removed it) is reported as ENOENT: vanished, to be retried.
 inline observed_file observe_file(const std::filesystem::path& path, fs_path kind = fs_path::local) {
   observed_file out;
+  // The type first, through a descriptor that cannot read, write or block:
+  // opening a FIFO, socket or device for reading could hang, fail with
+  // ENXIO, or have effects of its own (a tty, a watchdog).
+#if defined(O_PATH)
+  const unique_fd handle(open_file(path.c_str(), O_PATH));
+  if (!handle) {
+    out.error = vanished_as_enoent(errno_code());
+    out.operation = "open lock file";
+    return out;
+  }
+  if ((out.error = vanished_as_enoent(stat_fd(handle.get(), out.facts)))) return out;
+  if (out.facts.symlink) {  // O_PATH|O_NOFOLLOW names the link itself
+    out.error = errno_code(ELOOP);
+    out.operation = "open lock file";
+    return out;
+  }
+#endif
+  const auto refuse_type = [&] {
+    if (out.facts.directory) {
+      out.error = errno_code(EISDIR);
+      return true;
+    }
+    if (!out.facts.regular) {
+      out.error = errno_code(EINVAL);
+      out.operation = "read lock file (not a regular file)";
+      return true;
+    }
+    return false;
+  };
+#if defined(O_PATH)
+  if (refuse_type()) return out;
+#endif
   // Read-write where permitted: NFS emulates flock with POSIX locks, which
-  // need a writable descriptor. O_NONBLOCK: a FIFO at the path must not hang us.
-  out.fd.reset(open_file(path.c_str(), O_RDWR | O_NONBLOCK));
+  // need a writable descriptor. O_NONBLOCK: should the name be swapped for a
+  // FIFO in between, it must not hang us.
+  const auto open_for_reading = [&](int flags) {
+#if defined(O_PATH)
+    // The very inode just checked, reopened through its handle (a fresh open
+    // on network file systems too); by name only where /proc is missing.
+    const std::string reopen = "/proc/self/fd/" + std::to_string(handle.get());
+    const int fd = open_file(reopen.c_str(), flags, 0, last_component::follow);
+    if (fd >= 0 || errno != ENOENT) return fd;
+#endif
+    return open_file(path.c_str(), flags);
+  };
+  out.fd.reset(open_for_reading(O_RDWR | O_NONBLOCK));
   if (!out.fd && (errno == EACCES || errno == EROFS || errno == EPERM || errno == ETXTBSY))
-    out.fd.reset(open_file(path.c_str(), O_RDONLY | O_NONBLOCK));
+    out.fd.reset(open_for_reading(O_RDONLY | O_NONBLOCK));
   if (!out.fd) {
     out.error = vanished_as_enoent(errno_code());
     out.operation = "open lock file";
@@ -538,15 +596,7 @@ inline observed_file observe_file(const std::filesystem::path& path, fs_path kin
   }
   out.error = kind == fs_path::network ? stat_fd_fresh(out.fd.get(), out.facts) : stat_fd(out.fd.get(), out.facts);
   if ((out.error = vanished_as_enoent(out.error))) return out;
-  if (out.facts.directory) {
-    out.error = errno_code(EISDIR);
-    return out;
-  }
-  if (!out.facts.regular) {
-    out.error = errno_code(EINVAL);
-    out.operation = "read lock file (not a regular file)";
-    return out;
-  }
+  if (refuse_type()) return out;
   out.error = vanished_as_enoent(read_prefix(out.fd.get(), out.bytes, max_record_bytes));
   return out;
 }

@@ -402,6 +402,52 @@ inline std::optional<Lease> parse_lease(std::string_view bytes) noexcept {
   }
 }
 
+namespace detail {
+
+// What the bytes at a lock path are (DESIGN.md "Errors and bad input"):
+// valid: a lease record. invalid: what a crashed writer of this format (ours,
+// or the Go package's create-then-write) can leave behind, reclaimed once
+// old. foreign: anything else, somebody's data, never modified or removed.
+enum class lock_bytes { valid, invalid, foreign };
+
+inline bool is_lease_key(std::string_view key) {
+  return key == "version" || key == "ownerID" || key == "pid" || key == "lastHeartbeatUnixNano";
+}
+
+// For bytes that are not a valid record: invalid or foreign. bytes may be a
+// prefix (at most max_record_bytes + 1 are ever read).
+inline lock_bytes classify_non_record(std::string_view bytes) noexcept {
+  // Empty, blank, or NUL bytes (a crash after the size was set but before
+  // the data reached the disk).
+  if (bytes.find_first_not_of(std::string_view(" \t\n\r\0", 5)) == std::string_view::npos)
+    return lock_bytes::invalid;
+  // A JSON object, complete or cut short, whose first key is a lease key (or
+  // is cut short inside what may be one): a record written in part, or
+  // written by a version of the format that this one does not accept.
+  std::size_t at = bytes.find_first_not_of(" \t\n\r");
+  if (bytes[at] != '{') return lock_bytes::foreign;
+  at = bytes.find_first_not_of(" \t\n\r", at + 1);
+  if (at == std::string_view::npos) return lock_bytes::invalid;  // "{" and no more
+  if (bytes[at] != '"') return lock_bytes::foreign;
+  const auto key_begin = at + 1;
+  const auto key_end = bytes.find_first_of("\"\\", key_begin);
+  if (key_end == std::string_view::npos) {  // cut short inside the first key
+    const auto part = bytes.substr(key_begin);
+    for (const std::string_view key : {"version", "ownerID", "pid", "lastHeartbeatUnixNano"})
+      if (key.substr(0, part.size()) == part) return lock_bytes::invalid;
+    return lock_bytes::foreign;
+  }
+  if (bytes[key_end] != '"') return lock_bytes::foreign;  // an escape: not one of ours
+  return is_lease_key(bytes.substr(key_begin, key_end - key_begin)) ? lock_bytes::invalid : lock_bytes::foreign;
+}
+
+inline lock_bytes classify_lock_bytes(std::string_view bytes) noexcept {
+  if (bytes.size() <= max_record_bytes && parse_lease(bytes)) return lock_bytes::valid;
+  return classify_non_record(bytes);
+}
+
+}  // namespace detail
+
 // Writes one lease record: compact JSON and a newline. Identity fields that
 // are empty or zero are left out, as the Go package writes them.
 inline std::string format_lease(const Lease& lease) {
@@ -444,8 +490,8 @@ inline std::string format_lease(const Lease& lease) {
 class lock_held_error : public std::filesystem::filesystem_error {
  public:
   lock_held_error(const std::filesystem::path& lock_file, std::error_code code,
-                  std::optional<Lease> holder, std::chrono::nanoseconds age)
-      : std::filesystem::filesystem_error(describe(holder, age), lock_file, code),
+                  std::optional<Lease> holder, std::chrono::nanoseconds age, const std::string& note = {})
+      : std::filesystem::filesystem_error(describe(holder, age) + note, lock_file, code),
         holder_(std::make_shared<const std::optional<Lease>>(std::move(holder))) {}
 
   // The holder's record, or empty when the lock file is not a valid record.

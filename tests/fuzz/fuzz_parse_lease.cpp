@@ -10,6 +10,9 @@
 //      must survive format -> parse (strings that are not UTF-8 come back
 //      with U+FFFD per bad byte, as format_lease() documents); an invalid one
 //      must format to a record that parse_lease() rejects.
+// Also, the classification of lock file bytes (valid, invalid, foreign) must
+// agree with parse_lease(), and every prefix of a written record (what a
+// crashed writer leaves) must be valid or invalid, never foreign.
 //
 // Build: cmake --preset fuzz && cmake --build --preset fuzz
 // Run:   tests/fuzz/run.sh SECONDS
@@ -186,9 +189,25 @@ void check_lease(const std::uint8_t* data, std::size_t size) {
 
 }  // namespace
 
+void check_classification(std::string_view bytes) {
+  using lockfile::detail::classify_lock_bytes;
+  using lockfile::detail::lock_bytes;
+  const auto kind = classify_lock_bytes(bytes);
+  if ((kind == lock_bytes::valid) != parse_lease(bytes).has_value()) fail("classification disagrees with parse_lease", bytes);
+  if (kind != lock_bytes::valid) return;
+  // What our writer (and the Go package's, which also starts with
+  // "version") makes of it, cut anywhere by a crash.
+  const auto written = lockfile::format_lease(*parse_lease(bytes));
+  for (std::size_t cut = 0; cut < written.size(); ++cut)
+    if (classify_lock_bytes(std::string_view(written).substr(0, cut)) == lock_bytes::foreign)
+      fail("a prefix of a written record is called foreign", std::string_view(written).substr(0, cut));
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast): libFuzzer hands out bytes
   check_record(std::string_view(reinterpret_cast<const char*>(data), size));
+  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast): as above
+  check_classification(std::string_view(reinterpret_cast<const char*>(data), size));
   check_lease(data, size);
   return 0;
 }

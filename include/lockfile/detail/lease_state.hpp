@@ -18,13 +18,9 @@ namespace lockfile::detail {
 // remove the file another thread's new acquisition made.
 enum class lease_phase : unsigned char { held, lost, released, abandoned };
 
-class held_lease final : public fork_sensitive {
+// The phase of one lease, which moves only through these transitions.
+class lease_life {
  public:
-  held_lease() { fork_registry::instance().add(this); }
-  ~held_lease() { fork_registry::instance().remove(this); }
-  held_lease(const held_lease&) = delete;
-  held_lease& operator=(const held_lease&) = delete;
-
   lease_phase phase() const { return phase_.load(std::memory_order_acquire); }
   // held -> lost; false when it was not held (released meanwhile).
   bool lose() { return move(lease_phase::held, lease_phase::lost); }
@@ -32,6 +28,25 @@ class held_lease final : public fork_sensitive {
   bool release_held() { return move(lease_phase::held, lease_phase::released); }
   // lost -> released.
   bool release_lost() { return move(lease_phase::lost, lease_phase::released); }
+  // held or lost -> abandoned: in a forked child, at the fork.
+  void abandon() { phase_.store(lease_phase::abandoned, std::memory_order_release); }
+
+ private:
+  bool move(lease_phase from, lease_phase to) {
+    return phase_.compare_exchange_strong(from, to, std::memory_order_acq_rel);
+  }
+  std::atomic<lease_phase> phase_{lease_phase::held};
+};
+
+struct held_lease final : fork_sensitive {
+  held_lease() { fork_registry::instance().add(this); }
+  ~held_lease() override { fork_registry::instance().remove(this); }
+  held_lease(const held_lease&) = delete;
+  held_lease& operator=(const held_lease&) = delete;
+  held_lease(held_lease&&) = delete;
+  held_lease& operator=(held_lease&&) = delete;
+
+  lease_phase phase() const { return life.phase(); }
 
   // In the child, at the fork: the lease is the parent's. Its descriptor is
   // closed here, before the child's code runs; nothing in the child touches
@@ -39,8 +54,10 @@ class held_lease final : public fork_sensitive {
   // parent's service again.
   void forget_in_child() noexcept override {
     ::close(fd.release());
-    phase_.store(lease_phase::abandoned, std::memory_order_release);
+    life.abandon();
   }
+
+  lease_life life;
 
   std::mutex mutex;  // orders renewal against release; never taken once abandoned
   unique_fd fd;
@@ -71,12 +88,6 @@ class held_lease final : public fork_sensitive {
   bool callback_cancelled = false;  // guarded by the service's notify mutex
   std::atomic<bool> loss_reported{false};  // whoever sets it runs on_lost: exactly once per loss
   bool recheck_soon = false;        // renewal worker only: the path looked gone or replaced once
-
- private:
-  bool move(lease_phase from, lease_phase to) {
-    return phase_.compare_exchange_strong(from, to, std::memory_order_acq_rel);
-  }
-  std::atomic<lease_phase> phase_{lease_phase::held};
 };
 
 // A new lease record for this process: a fresh ownerID, heartbeat now.

@@ -461,7 +461,7 @@ class PIDLock {
       lease_.reset();
       if (channel_ && !channel_->forgotten()) channel_->notify();  // another thread of ours may wait for this object
     }
-    service.remove(held.get());
+    detail::renewal_service::remove(held.get());
 
     // Told exactly once: by the notifier thread, or here when the loss is
     // found by this release, or was declared but its callback was cancelled
@@ -471,8 +471,8 @@ class PIDLock {
     };
     {
       std::lock_guard lease_guard(held->mutex);  // waits out a renewal in progress
-      if (!held->release_held()) {  // lost earlier: the file is not ours
-        held->release_lost();
+      if (!held->life.release_held()) {  // lost earlier: the file is not ours
+        held->life.release_lost();
         tell_unless_told();
         return "";
       }

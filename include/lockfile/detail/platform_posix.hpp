@@ -798,11 +798,12 @@ class fork_sensitive {
   // the member's descriptors and marks it as the parent's.
   virtual void forget_in_child() noexcept = 0;
 
- protected:
   fork_sensitive() = default;
-  ~fork_sensitive() = default;
-  fork_sensitive(const fork_sensitive&) = default;
-  fork_sensitive& operator=(const fork_sensitive&) = default;
+  virtual ~fork_sensitive() = default;
+  fork_sensitive(const fork_sensitive&) = delete;
+  fork_sensitive& operator=(const fork_sensitive&) = delete;
+  fork_sensitive(fork_sensitive&&) = delete;
+  fork_sensitive& operator=(fork_sensitive&&) = delete;
 };
 
 // The process-wide list of fork_sensitive members and the pthread_atfork
@@ -811,6 +812,7 @@ class fork_sensitive {
 class fork_registry {
  public:
   static fork_registry& instance() {
+    // NOLINTNEXTLINE(cppcoreguidelines-avoid-non-const-global-variables): the one registry, guarded by its mutex
     static fork_registry* const registry = [] {
       auto* made = new fork_registry;  // NOLINT(cppcoreguidelines-owning-memory): never freed, see above
       ::pthread_atfork(&prepare, &in_parent, &in_child);
@@ -927,9 +929,11 @@ class directory_watch final : public fork_sensitive {
 #endif
     fork_registry::instance().add(this);
   }
-  ~directory_watch() { fork_registry::instance().remove(this); }
+  ~directory_watch() override { fork_registry::instance().remove(this); }
   directory_watch(const directory_watch&) = delete;
   directory_watch& operator=(const directory_watch&) = delete;
+  directory_watch(directory_watch&&) = delete;
+  directory_watch& operator=(directory_watch&&) = delete;
 
   int fd() const { return inotify_.get(); }
 
@@ -1044,12 +1048,14 @@ class wait_channel final : public fork_sensitive {
     interest_.wake_fd = wake_.get();
     fork_registry::instance().add(this);
   }
-  ~wait_channel() {
+  ~wait_channel() override {
     fork_registry::instance().remove(this);
     if (generation_ == fork_generation()) watch_->unsubscribe(interest_);  // else the parent's watch: untouched
   }
   wait_channel(const wait_channel&) = delete;
   wait_channel& operator=(const wait_channel&) = delete;
+  wait_channel(wait_channel&&) = delete;
+  wait_channel& operator=(wait_channel&&) = delete;
 
   // Made before a fork this process descends from: the parent's.
   bool forgotten() const { return generation_ != fork_generation(); }

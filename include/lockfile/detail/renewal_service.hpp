@@ -18,8 +18,11 @@ class renewal_service;
 class renewal_worker {
  public:
   renewal_worker(renewal_service& service, dev_t device) : service_(service), device_(device) {}
+  ~renewal_worker() = default;
   renewal_worker(const renewal_worker&) = delete;
   renewal_worker& operator=(const renewal_worker&) = delete;
+  renewal_worker(renewal_worker&&) = delete;
+  renewal_worker& operator=(renewal_worker&&) = delete;
 
   dev_t device() const { return device_; }
 
@@ -128,7 +131,7 @@ class renewal_service {
     return worker->add(held);
   }
 
-  void remove(const held_lease* held) {
+  static void remove(const held_lease* held) {
     if (held->worker) static_cast<renewal_worker*>(held->worker)->remove(held);
   }
 
@@ -148,7 +151,7 @@ class renewal_service {
   void declare_lost(const std::shared_ptr<held_lease>& held) {
     {
       std::lock_guard guard(held->mutex);
-      if (!held->lose()) return;  // released meanwhile
+      if (!held->life.lose()) return;  // released meanwhile
       held->fd.reset();           // the file is not ours any more
     }
     if (!held->on_lost) return;

@@ -103,7 +103,9 @@ extern "C" int open(const char* path, int flags, ...) {
     mode = static_cast<mode_t>(va_arg(args, int));
     va_end(args);
   }
-  last_opened = is_lock_file(path) ? "x.lock" : "";
+  // The library reopens the file whose type it checked through its O_PATH
+  // handle (/proc/self/fd/N): the same file as the open before.
+  if (!std::string_view(path).starts_with("/proc/self/fd/")) last_opened = is_lock_file(path) ? "x.lock" : "";
   return real(path, flags, mode);
 }
 

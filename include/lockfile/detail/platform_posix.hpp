@@ -745,6 +745,8 @@ struct process_identity {
   std::string host;
   std::string boot_id;
   std::uint64_t pid_namespace = 0;
+  std::uint64_t generation = 0;                // the fork generation it was made for
+  const process_identity* earlier = nullptr;  // the parent's, kept reachable (never freed)
 };
 
 // The count of fork()s this process descends from, as seen by the library:
@@ -772,20 +774,21 @@ inline const process_identity& self_identity() {
   static const host_facts* const host = new host_facts;  // NOLINT(cppcoreguidelines-owning-memory): never freed, see above
   static std::atomic<const process_identity*> current{nullptr};
   const auto generation = fork_generation();
-  static std::atomic<std::uint64_t> made_for{~std::uint64_t{0}};
   const auto* identity = current.load(std::memory_order_acquire);
-  if (identity && made_for.load(std::memory_order_acquire) == generation) return *identity;
-  auto* fresh = new process_identity;  // NOLINT(cppcoreguidelines-owning-memory): never freed, see above
-  fresh->pid = current_pid();
-  const auto stat = read_proc_stat(fresh->pid);
-  fresh->start_time = stat ? stat->start_time : 0;
-  fresh->host = host->host;
-  fresh->boot_id = host->boot;
-  fresh->pid_namespace = host->pid_space;
-  // Two threads may both get here once per generation; either record is right.
-  current.store(fresh, std::memory_order_release);
-  made_for.store(generation, std::memory_order_release);
-  return *fresh;
+  while (!identity || identity->generation != generation) {
+    auto* fresh = new process_identity;  // NOLINT(cppcoreguidelines-owning-memory): never freed, see above
+    fresh->pid = current_pid();
+    const auto stat = read_proc_stat(fresh->pid);
+    fresh->start_time = stat ? stat->start_time : 0;
+    fresh->host = host->host;
+    fresh->boot_id = host->boot;
+    fresh->pid_namespace = host->pid_space;
+    fresh->generation = generation;
+    fresh->earlier = identity;
+    if (current.compare_exchange_strong(identity, fresh, std::memory_order_acq_rel)) return *fresh;
+    delete fresh;  // NOLINT(cppcoreguidelines-owning-memory): another thread published one first
+  }
+  return *identity;
 }
 
 // What must be forgotten in a forked child before its own code runs: a

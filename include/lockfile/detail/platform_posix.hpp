@@ -576,12 +576,14 @@ inline observed_file observe_file(const std::filesystem::path& path, fs_path kin
   // Read-write where permitted: NFS emulates flock with POSIX locks, which
   // need a writable descriptor. O_NONBLOCK: should the name be swapped for a
   // FIFO in between, it must not hang us.
+  bool same_inode_as_checked = false;  // reopened through the handle: its facts still hold
   const auto open_for_reading = [&](int flags) {
 #if defined(O_PATH)
     // The very inode just checked, reopened through its handle (a fresh open
     // on network file systems too); by name only where /proc is missing.
     const std::string reopen = "/proc/self/fd/" + std::to_string(handle.get());
     const int fd = open_file(reopen.c_str(), flags, 0, last_component::follow);
+    same_inode_as_checked = fd >= 0;
     if (fd >= 0 || errno != ENOENT) return fd;
 #endif
     return open_file(path.c_str(), flags);
@@ -594,9 +596,13 @@ inline observed_file observe_file(const std::filesystem::path& path, fs_path kin
     out.operation = "open lock file";
     return out;
   }
-  out.error = kind == fs_path::network ? stat_fd_fresh(out.fd.get(), out.facts) : stat_fd(out.fd.get(), out.facts);
-  if ((out.error = vanished_as_enoent(out.error))) return out;
-  if (refuse_type()) return out;
+  // Locally, the handle's facts are the reopened file's; a network file
+  // system's attributes are asked for again, fresh, now that it is open.
+  if (kind == fs_path::network || !same_inode_as_checked) {
+    out.error = kind == fs_path::network ? stat_fd_fresh(out.fd.get(), out.facts) : stat_fd(out.fd.get(), out.facts);
+    if ((out.error = vanished_as_enoent(out.error))) return out;
+    if (refuse_type()) return out;
+  }
   out.error = vanished_as_enoent(read_prefix(out.fd.get(), out.bytes, max_record_bytes));
   return out;
 }

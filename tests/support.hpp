@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -90,6 +91,20 @@ inline std::string foreign_record(std::chrono::system_clock::time_point heartbea
   lease.pid = pid;
   lease.heartbeat = heartbeat;
   return lockfile::format_lease(lease);
+}
+
+// This machine's boot id and this process's PID namespace, as the library
+// writes them into its records (for same-machine records in tests).
+inline std::string our_boot_id() {
+  auto text = read_file("/proc/sys/kernel/random/boot_id");
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  return text;
+}
+
+inline std::uint64_t our_pid_namespace() {
+  struct stat st {};
+  if (::stat("/proc/self/ns/pid", &st) != 0) return 0;
+  return static_cast<std::uint64_t>(st.st_ino);
 }
 
 // Polls cond until it holds or the deadline passes; true when it held.

@@ -96,18 +96,6 @@ std::uint64_t start_time_of(long pid) {
   return facts->start_time;
 }
 
-std::string our_boot_id() {
-  auto text = read_file("/proc/sys/kernel/random/boot_id");
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-  return text;
-}
-
-std::uint64_t our_pid_namespace() {
-  struct stat st {};
-  if (::stat("/proc/self/ns/pid", &st) != 0) return 0;
-  return static_cast<std::uint64_t>(st.st_ino);
-}
-
 // Clock ticks since boot, the unit of /proc/PID/stat field 22.
 std::uint64_t uptime_ticks() {
   std::istringstream in(read_file("/proc/uptime"));

@@ -80,18 +80,6 @@ int inotify_instances() {
   return count;
 }
 
-std::string trimmed_file(const fs::path& path) {
-  auto text = read_file(path);
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-  return text;
-}
-
-std::uint64_t our_pid_namespace() {
-  struct stat st {};
-  if (::stat("/proc/self/ns/pid", &st) != 0) return 0;
-  return static_cast<std::uint64_t>(st.st_ino);
-}
-
 // A record with our boot id and PID namespace, so that the dead-owner probe
 // (or process_appears_alive, which replaces it) is asked about pid.
 std::string same_space_record(int pid, std::chrono::milliseconds threshold = 60s) {
@@ -100,7 +88,7 @@ std::string same_space_record(int pid, std::chrono::milliseconds threshold = 60s
   lease.pid = pid;
   lease.heartbeat = system_clock::now();
   lease.host = "this-host";
-  lease.boot_id = trimmed_file("/proc/sys/kernel/random/boot_id");
+  lease.boot_id = our_boot_id();
   lease.pid_namespace = our_pid_namespace();
   lease.stale_threshold = threshold;
   return lockfile::format_lease(lease);

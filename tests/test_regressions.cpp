@@ -190,11 +190,8 @@ std::string same_machine_record(int pid) {
   lease.owner_id = "same-machine-owner";
   lease.pid = pid;
   lease.heartbeat = std::chrono::system_clock::now();
-  auto boot = read_file("/proc/sys/kernel/random/boot_id");
-  while (!boot.empty() && boot.back() == '\n') boot.pop_back();
-  lease.boot_id = boot;
-  struct stat st {};
-  if (::stat("/proc/self/ns/pid", &st) == 0) lease.pid_namespace = st.st_ino;
+  lease.boot_id = our_boot_id();
+  lease.pid_namespace = our_pid_namespace();
   return lockfile::format_lease(lease);
 }
 

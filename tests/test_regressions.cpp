@@ -358,3 +358,27 @@ TEST_CASE("regression: an exception from process_appears_alive means alive (fail
   CHECK(asked >= 2);
   CHECK(lockfile::parse_lease(read_file(path)));
 }
+
+TEST_CASE("regression: a child forked after its parent only inspected a lock writes its own pid, not the parent's") {
+  // The parent's identity was computed by inspect() before any PIDLock
+  // existed, so no fork handler was installed to make the child compute its
+  // own: the child's lease named the parent, which is alive, and so a dead
+  // child's lock could not be taken over at once (seen in torture).
+  temp_dir dir;
+  const auto held_elsewhere = dir.path() / "elsewhere.lock";
+  write_file(held_elsewhere, foreign_record(std::chrono::system_clock::now()));
+  const auto lock = dir.path() / "child.lock";
+  const std::string command = std::string(LOCKFILE_TEST_HELPER) + " inspect-then-fork '" +
+                              held_elsewhere.string() + "' '" + lock.string() + "'";
+  std::FILE* helper = ::popen(command.c_str(), "r");
+  REQUIRE(helper != nullptr);
+  char line[128] = {};
+  const bool read = std::fgets(line, sizeof line, helper) != nullptr;
+  const int status = ::pclose(helper);
+  REQUIRE(read);
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+  int child = 0, written = 0;
+  REQUIRE(std::sscanf(line, "child %d %d", &child, &written) == 2);
+  CHECK(written == child);
+}

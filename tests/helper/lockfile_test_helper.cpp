@@ -19,11 +19,17 @@
 //       second thread waits for end of file on stdin, releases and exits 0:
 //       the process lives on (and renews its lease) while /proc/PID/stat shows
 //       its thread-group leader as a zombie ('Z').
+//   lockfile_test_helper inspect-then-fork INSPECTED PATH
+//       calls only inspect(INSPECTED), an existing lock file (no PIDLock
+//       exists in this process), then forks; the child acquires PATH and prints "child PID RECORD_PID"
+//       (RECORD_PID read back from the file it wrote), releases and exits 0.
+//       The helper exits with the child's status.
 #include <lockfile/lockfile.hpp>
 
 #include <dirent.h>
 #include <pthread.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -126,6 +132,33 @@ int hold_main_exits(const char* path, long stale_ms, long heartbeat_ms) {
   ::pthread_exit(nullptr);
 }
 
+// A process that has only inspected a lock, then forks: the child's records
+// must carry the child's pid, not the identity its parent computed.
+int inspect_then_fork(const char* inspected, const char* path) {
+  (void)lockfile::inspect(inspected);
+  std::fflush(stdout);
+  const pid_t child = ::fork();
+  if (child < 0) return 2;
+  if (child == 0) {
+    lockfile::PIDLock lock(path);
+    std::error_code ec;
+    lock.acquire(ec);
+    if (ec) {
+      std::fprintf(stderr, "lockfile_test_helper: %s\n", ec.message().c_str());
+      std::fflush(stderr);
+      ::_exit(2);
+    }
+    const auto status = lockfile::inspect(path);
+    std::printf("child %d %d\n", static_cast<int>(::getpid()), status.lease ? status.lease->pid : 0);
+    std::fflush(stdout);
+    lock.release(ec);
+    ::_exit(ec ? 3 : 0);
+  }
+  int status = 0;
+  if (::waitpid(child, &status, 0) != child) return 2;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 2;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -137,8 +170,10 @@ int main(int argc, char** argv) {
   if (mode == "try" && argc == 5) return try_once(argv[2], std::atol(argv[3]), std::atol(argv[4]));
   if (mode == "hold-main-exits" && argc == 5)
     return hold_main_exits(argv[2], std::atol(argv[3]), std::atol(argv[4]));
+  if (mode == "inspect-then-fork" && argc == 4) return inspect_then_fork(argv[2], argv[3]);
   std::fprintf(stderr,
                "usage: lockfile_test_helper fds | hold PATH STALE_MS HEARTBEAT_MS | try PATH STALE_MS HEARTBEAT_MS"
-               " | hold-main-exits PATH STALE_MS HEARTBEAT_MS | hold-report PATH STALE_MS HEARTBEAT_MS\n");
+               " | hold-main-exits PATH STALE_MS HEARTBEAT_MS | hold-report PATH STALE_MS HEARTBEAT_MS"
+               " | inspect-then-fork INSPECTED PATH\n");
   return 64;
 }

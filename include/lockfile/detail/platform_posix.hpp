@@ -764,38 +764,6 @@ inline std::atomic<std::uint64_t>& fork_generation_counter() {
   static std::atomic<std::uint64_t> generation{0};
   return generation;
 }
-inline std::uint64_t fork_generation() { return fork_generation_counter().load(std::memory_order_acquire); }
-
-inline const process_identity& self_identity() {
-  // No lock (a mutex held by another thread at fork() would stay locked in
-  // the child) and no thread_local (a static PIDLock released at exit runs
-  // after the main thread's thread_local objects are destroyed). One record
-  // per process image, published atomically and never freed: a forked child
-  // makes its own once (its pid and start time differ).
-  struct host_facts {
-    std::string host = host_name();
-    std::string boot = boot_id();
-    std::uint64_t pid_space = pid_namespace();
-  };
-  static const host_facts* const host = new host_facts;  // NOLINT(cppcoreguidelines-owning-memory): never freed, see above
-  static std::atomic<const process_identity*> current{nullptr};
-  const auto generation = fork_generation();
-  const auto* identity = current.load(std::memory_order_acquire);
-  while (!identity || identity->generation != generation) {
-    auto* fresh = new process_identity;  // NOLINT(cppcoreguidelines-owning-memory): never freed, see above
-    fresh->pid = current_pid();
-    const auto stat = read_proc_stat(fresh->pid);
-    fresh->start_time = stat ? stat->start_time : 0;
-    fresh->host = host->host;
-    fresh->boot_id = host->boot;
-    fresh->pid_namespace = host->pid_space;
-    fresh->generation = generation;
-    fresh->earlier = identity;
-    if (current.compare_exchange_strong(identity, fresh, std::memory_order_acq_rel)) return *fresh;
-    delete fresh;  // NOLINT(cppcoreguidelines-owning-memory): another thread published one first
-  }
-  return *identity;
-}
 
 // What must be forgotten in a forked child before its own code runs: a
 // lease's descriptor (the parent's lease, never the child's), a waiting
@@ -816,8 +784,9 @@ class fork_sensitive {
 };
 
 // The process-wide list of fork_sensitive members and the pthread_atfork
-// handlers that walk it. Made on first use (a PIDLock's construction),
-// never destroyed: atfork handlers cannot be unregistered.
+// handlers that walk it. Made on first use (a PIDLock's construction, or
+// the first read of the fork generation), never destroyed: atfork handlers
+// cannot be unregistered.
 class fork_registry {
  public:
   static fork_registry& instance() {
@@ -857,6 +826,46 @@ class fork_registry {
   std::mutex mutex_;
   std::vector<fork_sensitive*> members_;
 };
+
+// The generation this process is in. Installs the fork handlers first: a
+// generation read before they exist would stay the same across a fork, and
+// a child would take its parent's identity for its own (a process that only
+// ever called inspect(), then forked workers).
+inline std::uint64_t fork_generation() {
+  (void)fork_registry::instance();
+  return fork_generation_counter().load(std::memory_order_acquire);
+}
+
+inline const process_identity& self_identity() {
+  // No lock (a mutex held by another thread at fork() would stay locked in
+  // the child) and no thread_local (a static PIDLock released at exit runs
+  // after the main thread's thread_local objects are destroyed). One record
+  // per process image, published atomically and never freed: a forked child
+  // makes its own once (its pid and start time differ).
+  struct host_facts {
+    std::string host = host_name();
+    std::string boot = boot_id();
+    std::uint64_t pid_space = pid_namespace();
+  };
+  static const host_facts* const host = new host_facts;  // NOLINT(cppcoreguidelines-owning-memory): never freed, see above
+  static std::atomic<const process_identity*> current{nullptr};
+  const auto generation = fork_generation();
+  const auto* identity = current.load(std::memory_order_acquire);
+  while (!identity || identity->generation != generation) {
+    auto* fresh = new process_identity;  // NOLINT(cppcoreguidelines-owning-memory): never freed, see above
+    fresh->pid = current_pid();
+    const auto stat = read_proc_stat(fresh->pid);
+    fresh->start_time = stat ? stat->start_time : 0;
+    fresh->host = host->host;
+    fresh->boot_id = host->boot;
+    fresh->pid_namespace = host->pid_space;
+    fresh->generation = generation;
+    fresh->earlier = identity;
+    if (current.compare_exchange_strong(identity, fresh, std::memory_order_acq_rel)) return *fresh;
+    delete fresh;  // NOLINT(cppcoreguidelines-owning-memory): another thread published one first
+  }
+  return *identity;
+}
 
 // A mutex that a forked child can use even when another thread of the
 // parent held it at the fork: in a child of a later fork generation, lock()

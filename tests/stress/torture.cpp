@@ -41,6 +41,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <random>
 #include <string>
 #include <thread>
@@ -351,6 +352,7 @@ int main(int argc, char** argv) {
   shared->stop = true;
   bool hung = false;
   const auto give_up = std::chrono::steady_clock::now() + 30s;
+  std::map<int, int> exits;  // each last worker's wait status, for the report on leftovers
   for (const pid_t pid : workers) {
     int status = 0;
     while (::waitpid(pid, &status, WNOHANG) == 0) {
@@ -363,6 +365,7 @@ int main(int argc, char** argv) {
       }
       std::this_thread::sleep_for(5ms);
     }
+    exits[pid] = status;
   }
 
   // Accounting.
@@ -411,13 +414,17 @@ int main(int argc, char** argv) {
     const std::string prefix = ".torture.lock.";
     if (!name.starts_with(prefix)) return false;
     if (name.find(".claim") != std::string::npos) {
+      // Killed mid-way, or stalled for the threshold while it held the
+      // claim, which then stays for whoever may work under it (and for the
+      // next reclamation's sweep).
       const auto record = lockfile::parse_lease(read_text(file));
-      return record && shared->killed.contains(record->pid);
+      return record && (shared->killed.contains(record->pid) || shared->paused.contains(record->pid) ||
+                        shared->starved.contains(record->pid));
     }
     if (!name.ends_with(".tmp") && !name.ends_with(".reclaim")) return false;
     return shared->killed.contains(std::atoi(name.c_str() + prefix.size()));  // OWNER starts with its pid
   };
-  std::vector<std::string> leftovers;
+  std::vector<fs::path> leftovers;
   for (const auto& entry : fs::directory_iterator(work)) {
     const auto name = entry.path().filename().string();
     if (name == "counter" || name == "increments.log") continue;
@@ -427,7 +434,7 @@ int main(int argc, char** argv) {
       if (status.lease && shared->killed.contains(status.lease->pid)) continue;
     }
     if (killed_protocol_file(name, entry.path())) continue;
-    leftovers.push_back(name);
+    leftovers.push_back(entry.path());
   }
 
   std::printf("cycles %ld, kills %ld, pauses %ld, markers of killed workers taken over %ld\n",
@@ -441,7 +448,20 @@ int main(int argc, char** argv) {
               "lost %ld (allowed <= %ld, overwritten by told holders)\n",
               completed, counter, doubled, kills, lost, shared->tolerated_loss.load());
   std::printf("files left: %s\n", leftovers.empty() ? "none" : "");
-  for (const auto& name : leftovers) std::printf("  %s\n", name.c_str());
+  // Each unexplained file with its record and what became of its writer:
+  // the clue to a lease or claim nobody removed.
+  for (const auto& file : leftovers) {
+    const auto text = read_text(file);
+    std::printf("  %s: %s\n", file.filename().c_str(), text.substr(0, 400).c_str());
+    if (const auto record = lockfile::parse_lease(text)) {
+      const int writer = record->pid;
+      std::printf("    writer %d: killed %d, paused %d, told %d, starved %d, last worker %s (controller %d)\n", writer,
+                  shared->killed.contains(writer) ? 1 : 0, shared->paused.contains(writer) ? 1 : 0,
+                  shared->told.contains(writer) ? 1 : 0, shared->starved.contains(writer) ? 1 : 0,
+                  exits.contains(writer) ? ("exit status " + std::to_string(exits[writer])).c_str() : "no",
+                  static_cast<int>(::getpid()));
+    }
+  }
 
   const bool pass = !hung && unexpected == 0 && doubled <= kills && lost <= shared->tolerated_loss.load() &&
                     leftovers.empty();

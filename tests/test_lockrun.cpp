@@ -1,4 +1,4 @@
-// lockrun, the command-line tool (examples/lockrun.cpp), driven as a user
+// lockrun, the command-line tool (examples/lockrun/), driven as a user
 // would drive it: the built binary is started with pipes for its stdin,
 // stdout and stderr, signalled with real signals, and judged by its exit
 // status and output. Synchronization is by output ("ready" lines) and by
@@ -9,7 +9,7 @@
 #ifndef LOCKFILE_LOCKRUN
 
 TEST_CASE("lockrun tests need the lockrun example", "[lockrun]") {
-  LOCKFILE_SKIP("built without examples/lockrun.cpp (LOCKFILE_BUILD_EXAMPLES is OFF)");
+  LOCKFILE_SKIP("built without examples/lockrun/ (LOCKFILE_BUILD_EXAMPLES is OFF)");
 }
 
 #else

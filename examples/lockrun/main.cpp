@@ -1,0 +1,63 @@
+// lockrun: run a command while holding a lockfile lease lock.
+//
+//   lockrun [OPTIONS] LOCKFILE -- COMMAND [ARG...]
+//   lockrun --status [--stale SECONDS] LOCKFILE
+//
+// Takes the lock (or waits for it with -w/-t), runs COMMAND as a child, passes
+// SIGINT, SIGTERM, SIGHUP and SIGQUIT on to it, releases the lock when it
+// exits and exits with its status (128+N when it died of signal N). When the
+// lease is lost while the command runs (the file was deleted or replaced, or
+// lockrun was paused past the stale threshold and someone took over), the
+// command is stopped (--on-lost). `lockrun --help` lists the exit statuses.
+//
+// How it is built, and why:
+//   - One event pipe (the self-pipe trick) carries everything the main loop
+//     reacts to: signals (written by async-signal-safe handlers), the lost
+//     lease (written by the library's notifier thread) and the end of a wait
+//     (written by the waiting thread). The main thread blocks in poll() on it,
+//     so no real work ever happens inside a signal handler.
+//   - The handled signals are blocked before the library starts any thread;
+//     threads inherit the mask, so the handlers only ever run on the main
+//     thread and never interrupt a system call inside the library.
+//   - The command is started with fork and execve from the main thread (see
+//     spawn_command): exec failures come back through a close-on-exec pipe
+//     (ENOENT -> 127, anything else -> 126), the child resets the signal mask
+//     and our handlers, so the command starts with an empty mask and default
+//     handlers, and on Linux it asks to be killed when lockrun dies
+//     (PR_SET_PDEATHSIG), so that even a SIGKILLed lockrun leaves no command
+//     running without the lock. posix_spawnp cannot set that.
+//   - The lock's file descriptor is opened O_CLOEXEC by the library, and our
+//     event pipe is O_CLOEXEC too: the command inherits neither.
+#include "lockrun.hpp"
+
+#include <cstdio>
+
+using namespace lockrun;
+
+int main(int argc, char** argv) {
+  config cfg;
+  try {
+    cfg = parse_command_line(argc, argv);
+  } catch (const usage_error& e) {
+    std::fprintf(stderr, "lockrun: %s\n%s", e.message.c_str(), usage_text);
+    return exit_usage;
+  }
+  if (cfg.help) {
+    std::printf("%s%s", usage_text, help_text);
+    return 0;
+  }
+  if (cfg.version) {
+    std::printf("lockrun (lockfile) %s\n", LOCKFILE_VERSION);
+    return 0;
+  }
+  if (cfg.status) {
+    try {
+      (void)lock_options(cfg);
+    } catch (const usage_error& e) {
+      std::fprintf(stderr, "lockrun: %s\n%s", e.message.c_str(), usage_text);
+      return exit_usage;
+    }
+    return print_status(cfg);
+  }
+  return run(cfg);
+}

@@ -23,6 +23,7 @@ TEST_CASE("lockrun tests need the lockrun example", "[lockrun]") {
 #include <algorithm>
 #include <cctype>
 #include <map>
+#include <memory>
 #include <optional>
 #include <regex>
 #include <sstream>
@@ -401,7 +402,7 @@ TEST_CASE("lockrun exits 128+N when the command dies of signal N", "[lockrun]") 
   }
 }
 
-TEST_CASE("lockrun gives the conflict exit code when the lock is held, without running the command",
+TEST_CASE("lockrun -n gives the conflict exit code when the lock is held, without running the command",
           "[lockrun]") {
   temp_dir dir;
   const auto lock = dir / "job.lock";
@@ -411,24 +412,35 @@ TEST_CASE("lockrun gives the conflict exit code when the lock is held, without r
   const auto before = read_file(lock);
   const std::vector<std::string> command{"--", "touch", marker};
 
-  SECTION("default 75, and the message names the holder") {
-    const auto r = run_lockrun(concat({lock.string()}, command));
-    CHECK(r.exit == 75);
+  SECTION("default 1 and silent, as flock(1)") {
+    for (const auto& option : {"-n", "--nonblock", "--nb", "--nonblocking", "--nonb"}) {
+      CAPTURE(option);
+      const auto r = run_lockrun(concat({option, lock.string()}, command));
+      CHECK(r.exit == 1);
+      CHECK(r.out.empty());
+      CHECK(r.err.empty());
+    }
+  }
+  SECTION("--verbose says so and names the holder, on one line") {
+    const auto r = run_lockrun(concat({"-n", "--verbose", lock.string()}, command));
+    CHECK(r.exit == 1);
     CHECK(r.out.empty());
-    CHECK_THAT(r.err, starts_with("lockrun: "));
-    CHECK_THAT(r.err, contains_substring("held by pid " + std::to_string(holder.pid())));
+    CHECK_THAT(r.err, starts_with("lockrun: failed to get lock: " + lock.string() + " is held by pid " +
+                                  std::to_string(holder.pid()) + " ("));
+    CHECK_THAT(r.err, contains_substring(" on host " + host_name() + ", last heartbeat "));
     CHECK(lines_of(r.err).size() == 1);
   }
   SECTION("-E and --conflict-exit-code choose the code, 0 included") {
-    CHECK(run_lockrun(concat({"-E", "3", lock.string()}, command)).exit == 3);
-    CHECK(run_lockrun(concat({lock.string(), "--conflict-exit-code=0"}, command)).exit == 0);
-    CHECK(run_lockrun(concat({"-E200", lock.string()}, command)).exit == 200);
+    CHECK(run_lockrun(concat({"-n", "-E", "3", lock.string()}, command)).exit == 3);
+    CHECK(run_lockrun(concat({"-n", lock.string(), "--conflict-exit-code=0"}, command)).exit == 0);
+    CHECK(run_lockrun(concat({"-nE200", lock.string()}, command)).exit == 200);
+    CHECK(run_lockrun(concat({"--conf=7", "-n", lock.string()}, command)).exit == 7);  // abbreviated
   }
-  SECTION("-q silences the message") {
-    const auto r = run_lockrun(concat({"-q", lock.string()}, command));
-    CHECK(r.exit == 75);
+  SECTION("-q is the default, and cancels an earlier --verbose") {
+    const auto r = run_lockrun(concat({"--verbose", "-q", "-n", lock.string()}, command));
+    CHECK(r.exit == 1);
     CHECK(r.err.empty());
-    const auto clustered = run_lockrun(concat({"-qE", "9", lock.string()}, command));
+    const auto clustered = run_lockrun(concat({"-nqE", "9", lock.string()}, command));
     CHECK(clustered.exit == 9);
     CHECK(clustered.err.empty());
   }
@@ -446,12 +458,12 @@ TEST_CASE("lockrun holds the lock against a second lockrun for as long as the co
   lockrun_process first({lock, "--", "sh", "-c", "echo ready; read line; exit 7"});
   REQUIRE(first.wait_for_stdout("ready"));
 
-  const auto second = run_lockrun({lock, "--", "true"});
-  CHECK(second.exit == 75);
+  const auto second = run_lockrun({"-n", "--verbose", lock, "--", "true"});
+  CHECK(second.exit == 1);
   CHECK_THAT(second.err, contains_substring("held by pid " + std::to_string(first.pid())));
 
   const auto status = run_lockrun({"--status", lock});
-  CHECK(status.exit == 0);
+  CHECK(status.exit == 1);
   const auto json = parse_flat_json(status.out);
   REQUIRE(json);
   CHECK(json->at("pid") == std::to_string(first.pid()));
@@ -462,15 +474,16 @@ TEST_CASE("lockrun holds the lock against a second lockrun for as long as the co
   CHECK(run_lockrun({lock, "--", "true"}).exit == 0);
 }
 
-TEST_CASE("lockrun --wait and --timeout take the lock once the holder releases it", "[lockrun]") {
+TEST_CASE("lockrun waits by default, or -w seconds, and takes the lock once the holder releases it", "[lockrun]") {
   temp_dir dir;
   const auto lock = dir / "job.lock";
   holder_process holder(lock);
   REQUIRE(holder.acquired());
 
-  const auto option = GENERATE(as<std::vector<std::string>>{}, std::vector<std::string>{"-w"},
-                               std::vector<std::string>{"--wait"}, std::vector<std::string>{"-t", "60"},
-                               std::vector<std::string>{"--timeout=60.5"});
+  const auto option = GENERATE(as<std::vector<std::string>>{}, std::vector<std::string>{"-w", "60"},
+                               std::vector<std::string>{"--wait", "60"}, std::vector<std::string>{"-t", "60"},
+                               std::vector<std::string>{"--timeout=60.5"}, std::vector<std::string>{"-w60"},
+                               std::vector<std::string>{"-x"}, std::vector<std::string>{"-e", "-o"});
   CAPTURE(option);
   lockrun_process waiter(concat(option, {lock.string(), "--", "sh", "-c", "echo ran; cat \"$0\"", lock.string()}));
   waiter.close_stdin();
@@ -491,40 +504,60 @@ TEST_CASE("lockrun --wait and --timeout take the lock once the holder releases i
   CHECK_FALSE(fs::exists(lock));
 }
 
-TEST_CASE("lockrun --timeout gives up with the conflict code after about the timeout", "[lockrun]") {
+TEST_CASE("lockrun -w gives up with the conflict code after about the timeout", "[lockrun]") {
   temp_dir dir;
   const auto lock = dir / "job.lock";
   const auto marker = (dir / "ran").string();
   holder_process holder(lock);
   REQUIRE(holder.acquired());
 
-  SECTION("default code, with a message") {
-    lockrun_process p({"--timeout", "0.3", lock.string(), "--", "touch", marker});
-    p.close_stdin();
-    CHECK(p.finish() == 75);
-    CHECK(p.elapsed() >= 300ms);
-    CHECK(p.elapsed() < 15s);  // generous: a loaded machine
-    CHECK_THAT(p.err(), starts_with("lockrun: timed out after 0.3 s"));
-    CHECK_THAT(p.err(), contains_substring("held by pid " + std::to_string(holder.pid())));
+  SECTION("default code 1, silently") {
+    for (const auto& option : {"-w", "--wait", "--timeout", "-t"}) {
+      CAPTURE(option);
+      lockrun_process p({option, "0.2", lock.string(), "--", "touch", marker});
+      p.close_stdin();
+      CHECK(p.finish() == 1);
+      CHECK(p.elapsed() >= 200ms);
+      CHECK(p.elapsed() < 15s);  // generous: a loaded machine
+      CHECK(p.err().empty());
+    }
   }
-  SECTION("-E code, quietly") {
-    lockrun_process p({"-q", "-E", "9", "-t", ".2", lock.string(), "--", "touch", marker});
+  SECTION("--verbose: that it waits, for whom, and the timeout") {
+    lockrun_process p({"--verbose", "--timeout", "0.3", lock.string(), "--", "touch", marker});
+    p.close_stdin();
+    CHECK(p.finish() == 1);
+    CHECK(p.elapsed() >= 300ms);
+    const auto lines = lines_of(p.err());
+    REQUIRE(lines.size() == 2);
+    const auto held_by = lock.string() + " is held by pid " + std::to_string(holder.pid()) + " (";
+    CHECK_THAT(lines[0], starts_with("lockrun: " + held_by));
+    CHECK_THAT(lines[0], ends_with("; waiting at most 0.3 s"));
+    CHECK_THAT(lines[1], starts_with("lockrun: timeout while waiting to get lock: " + held_by));
+  }
+  SECTION("-E code") {
+    lockrun_process p({"-E", "9", "-w", ".2", lock.string(), "--", "touch", marker});
     p.close_stdin();
     CHECK(p.finish() == 9);
     CHECK(p.elapsed() >= 200ms);
     CHECK(p.err().empty());
   }
-  SECTION("a timeout of 0 is one attempt") {
-    lockrun_process p({"-t", "0", lock.string(), "--", "touch", marker});
+  SECTION("a timeout of 0 is one attempt, as -n") {
+    lockrun_process p({"-w", "0", lock.string(), "--", "touch", marker});
     p.close_stdin();
-    CHECK(p.finish() == 75);
+    CHECK(p.finish() == 1);
+    CHECK(p.elapsed() < 15s);
+  }
+  SECTION("-n wins over -w, as in flock") {
+    lockrun_process p({"-w", "60", "-n", lock.string(), "--", "touch", marker});
+    p.close_stdin();
+    CHECK(p.finish() == 1);
     CHECK(p.elapsed() < 15s);
   }
   CHECK_FALSE(fs::exists(marker));
   CHECK(holder.finish() == 0);
 }
 
-TEST_CASE("lockrun --status prints the state as one JSON object and exits 0 held, 1 free, 2 stale",
+TEST_CASE("lockrun --status prints the state as one JSON object and exits 0 free, 1 held, 2 stale",
           "[lockrun]") {
   temp_dir dir;
   const auto lock = dir / "job.lock";
@@ -544,7 +577,7 @@ TEST_CASE("lockrun --status prints the state as one JSON object and exits 0 held
 
   SECTION("free: no file") {
     const auto [code, json] = status_of();
-    CHECK(code == 1);
+    CHECK(code == 0);
     CHECK(json.at("state") == "free");
     CHECK(json.at("validRecord") == "false");
     for (const char* key : {"pid", "host", "ownerID", "heartbeatAgeMs"}) CHECK(json.at(key) == "null");
@@ -555,7 +588,7 @@ TEST_CASE("lockrun --status prints the state as one JSON object and exits 0 held
     const auto lease = lockfile::parse_lease(read_file(lock));
     REQUIRE(lease);
     const auto [code, json] = status_of();
-    CHECK(code == 0);
+    CHECK(code == 1);
     CHECK(json.at("state") == "held");
     CHECK(json.at("validRecord") == "true");
     CHECK(json.at("pid") == std::to_string(holder.pid()));
@@ -580,7 +613,7 @@ TEST_CASE("lockrun --status prints the state as one JSON object and exits 0 held
     CHECK(age < 70000);
     SECTION("--stale longer than its age makes it held") {
       const auto [held_exit, held_json] = status_of({"--stale", "30"});
-      CHECK(held_exit == 0);
+      CHECK(held_exit == 1);
       CHECK(held_json.at("state") == "held");
     }
     CHECK(read_file(lock).find("old-owner") != std::string::npos);  // --status changes nothing
@@ -590,7 +623,7 @@ TEST_CASE("lockrun --status prints the state as one JSON object and exits 0 held
     // is foreign: see below).
     write_file(lock, "{\"version\":1,\"own");
     const auto [code, json] = status_of();
-    CHECK(code == 0);
+    CHECK(code == 1);
     CHECK(json.at("state") == "held");
     CHECK(json.at("validRecord") == "false");
     CHECK(json.at("pid") == "null");
@@ -605,7 +638,7 @@ TEST_CASE("lockrun --status escapes the path and reads a lock held by lockrun", 
   lockrun_process holder({lock, "--", "sh", "-c", "echo ready; read line; exit 0"});
   REQUIRE(holder.wait_for_stdout("ready"));
   const auto r = run_lockrun({"--status", lock});
-  CHECK(r.exit == 0);
+  CHECK(r.exit == 1);
   const auto json = parse_flat_json(r.out);
   REQUIRE(json);
   CHECK(json->at("path") == lock);
@@ -624,21 +657,26 @@ TEST_CASE("lockrun rejects bad usage with exit 64, a one-line error and the usag
     std::string error;  // expected in the one-line error
   };
   const std::vector<usage_case> cases = {
-      {{}, "missing LOCKFILE"},
-      {{lock}, "missing '--' and COMMAND"},
-      {{lock, "touch", marker}, "unexpected argument 'touch'"},
-      {{lock, "--"}, "missing COMMAND after '--'"},
-      {{"--", "touch", marker}, "missing LOCKFILE"},
+      {{}, "missing FILE"},
+      {{lock}, "missing COMMAND after FILE"},
+      {{lock, "--"}, "missing COMMAND after FILE"},
+      {{"--", lock}, "missing COMMAND after FILE"},
+      {{"-n", lock}, "missing COMMAND after FILE"},
       {{"--frobnicate", lock, "--", "touch", marker}, "unknown option '--frobnicate'"},
       {{"-z", lock, "--", "touch", marker}, "unknown option '-z'"},
-      {{"-wz", lock, "--", "touch", marker}, "unknown option '-z'"},
-      {{"--wait=yes", lock, "--", "touch", marker}, "option --wait takes no value"},
+      {{"-nz", lock, "--", "touch", marker}, "unknown option '-z'"},
+      {{lock, "-z", "touch", marker}, "unknown option '-z'"},  // options go on after FILE
+      {{"--st", lock}, "option '--st' is ambiguous (--stale, --status)"},
+      {{"--nonblock=yes", lock, "--", "touch", marker}, "option --nonblock takes no value"},
+      {{lock, "-w"}, "option -w needs a value"},
       {{lock, "-t"}, "option -t needs a value"},
-      {{"-t", "abc", lock, "--", "touch", marker}, "invalid value 'abc' for -t"},
+      {{"-w", "abc", lock, "--", "touch", marker}, "invalid value 'abc' for -w"},
+      {{"-w", lock, "--", "touch", marker}, "invalid value '" + lock + "' for -w"},  // -w takes a value, as flock
       {{"-t", "-1", lock, "--", "touch", marker}, "invalid value '-1' for -t"},
-      {{"-t", "nan", lock, "--", "touch", marker}, "invalid value 'nan' for -t"},
-      {{"-t", "1s", lock, "--", "touch", marker}, "invalid value '1s' for -t"},
+      {{"-w", "nan", lock, "--", "touch", marker}, "invalid value 'nan' for -w"},
+      {{"-w", "1s", lock, "--", "touch", marker}, "invalid value '1s' for -w"},
       {{"--timeout=", lock, "--", "touch", marker}, "invalid value '' for --timeout"},
+      {{"--wait=x", lock, "--", "touch", marker}, "invalid value 'x' for --wait"},
       {{"--stale", "0", lock, "--", "touch", marker}, "invalid value '0' for --stale"},
       {{"--stale", "1e9", lock, "--", "touch", marker}, "invalid value '1e9' for --stale"},
       {{"--heartbeat", "0", lock, "--", "touch", marker}, "invalid value '0' for --heartbeat"},
@@ -653,10 +691,19 @@ TEST_CASE("lockrun rejects bad usage with exit 64, a one-line error and the usag
       {{"--kill-after", "5s", lock, "--", "touch", marker}, "invalid value '5s' for --kill-after"},
       {{"--kill-after=1e9", lock, "--", "touch", marker}, "invalid value '1e9' for --kill-after"},
       {{lock, "--kill-after"}, "option --kill-after needs a value"},
-      {{"--status"}, "missing LOCKFILE"},
+      {{"-c", "touch " + marker, lock}, "-c must follow FILE"},
+      {{lock, "-c"}, "option -c needs a value"},
+      {{lock, "-c", "touch " + marker, "extra"}, "-c requires exactly one command argument"},
+      {{lock, "--command", "touch " + marker, "-n"}, "--command requires exactly one command argument"},
+      {{"--status"}, "missing FILE"},
       {{"--status", lock, "--", "touch", marker}, "--status takes no COMMAND"},
+      {{"--holder", lock, "touch", marker}, "--holder takes no COMMAND"},
+      {{"--hold", lock, "touch", marker}, "--hold takes no COMMAND"},
+      {{"--release", lock, "-c", "touch " + marker}, "--release takes no COMMAND"},
+      {{"--status", "--hold", lock}, "--status and --hold cannot be used together"},
+      {{"--hold", "--on-lost", "kill", lock}, "--hold has none"},
       {{"--status", "--stale", "-3", lock}, "invalid value '-3' for --stale"},
-      {{lock, lock, "--", "touch", marker}, "unexpected argument"},
+      {{"--hold-for=1:2", lock, "--", "touch", marker}, "--hold-for is lockrun's own"},
       {{(dir / "sub/").string(), "--", "touch", marker}, "does not name a file"},
   };
   for (const auto& c : cases) {
@@ -675,18 +722,24 @@ TEST_CASE("lockrun rejects bad usage with exit 64, a one-line error and the usag
 }
 
 TEST_CASE("lockrun --help and --version print to stdout and exit 0", "[lockrun]") {
-  for (const char* flag : {"-h", "--help"}) {
+  for (const char* flag : {"-h", "--help", "--hel"}) {
     const auto r = run_lockrun({flag});
     CHECK(r.exit == 0);
-    CHECK_THAT(r.out, starts_with("Usage: lockrun [OPTIONS] LOCKFILE -- COMMAND [ARG...]\n"));
-    for (const char* option : {"--wait", "--timeout", "--stale", "--heartbeat", "--conflict-exit-code",
-                               "--on-lost", "--kill-after", "--quiet", "--status", "--version"})
+    CHECK_THAT(r.out, starts_with("Usage: lockrun [OPTIONS] FILE COMMAND [ARG...]\n"
+                                  "       lockrun [OPTIONS] FILE -c 'COMMAND STRING'\n"));
+    for (const char* option :
+         {"--nonblock", "--wait", "--timeout", "--conflict-exit-code", "--exclusive", "--close", "--command",
+          "--verbose", "--shared", "--unlock", "--no-fork", "--stale", "--heartbeat", "--on-lost", "--kill-after",
+          "--quiet", "--status", "--holder", "--hold", "--release", "--version", "-t SECONDS"})
       CHECK_THAT(r.out, contains_substring(option));
+    CHECK(r.out.find("--hold-for") == std::string::npos);  // internal
     CHECK(r.err.empty());
   }
-  const auto version = run_lockrun({"--version"});
-  CHECK(version.exit == 0);
-  CHECK(version.out == std::string("lockrun (lockfile) ") + LOCKFILE_VERSION + "\n");
+  for (const char* flag : {"-V", "--version"}) {
+    const auto version = run_lockrun({flag});
+    CHECK(version.exit == 0);
+    CHECK(version.out == std::string("lockrun (lockfile) ") + LOCKFILE_VERSION + "\n");
+  }
   // --help wins over what follows it
   CHECK(run_lockrun({"--help", "--frobnicate"}).exit == 0);
 }
@@ -780,7 +833,7 @@ TEST_CASE("lockrun stops waiting on SIGTERM, exits 143 and leaves the holder alo
   const auto marker = (dir / "ran").string();
   holder_process holder(lock);
   REQUIRE(holder.acquired());
-  lockrun_process p({"-w", lock.string(), "--", "touch", marker});
+  lockrun_process p({lock.string(), "--", "touch", marker});  // waits, by default
   p.close_stdin();
   // Signal once lockrun has its handlers (its wait is then cancellable).
   const auto status_file = "/proc/" + std::to_string(p.pid()) + "/status";
@@ -870,11 +923,25 @@ TEST_CASE("lockrun acts on a lost lease as --on-lost says", "[lockrun]") {
 TEST_CASE("lockrun does not let the command inherit the lock's descriptor", "[lockrun]") {
   temp_dir dir;
   const auto lock = dir / "job.lock";
-  const auto wait_option = GENERATE(as<std::string>{}, "-q", "-w");  // -w also opens the waiting machinery
-  CAPTURE(wait_option);
+  // Contended: lockrun takes the lock after waiting, which opens the
+  // waiting machinery (a thread, inotify, a pidfd on the holder).
+  const bool contended = GENERATE(false, true);
+  CAPTURE(contended);
+  std::optional<holder_process> holder;
+  if (contended) holder.emplace(lock);
+  const auto start = [&](const std::vector<std::string>& command) {
+    auto p = std::make_unique<lockrun_process>(concat({"--verbose", lock.string(), "--"}, command));
+    if (contended) {
+      REQUIRE(holder->acquired());
+      REQUIRE(p->wait_for_stderr("; waiting"));
+      CHECK(holder->finish() == 0);
+    }
+    return p;
+  };
 
   SECTION("the command has no descriptor on the lock file, lockrun has one") {
-    lockrun_process p({wait_option, lock.string(), "--", "sh", "-c", "echo ready $$; read line; exit 0"});
+    const auto started = start({"sh", "-c", "echo ready $$; read line; exit 0"});
+    auto& p = *started;
     REQUIRE(p.wait_for_stdout("\n"));
     const auto words = lines_of(p.out()).at(0);
     REQUIRE_THAT(words, starts_with("ready "));
@@ -893,7 +960,8 @@ TEST_CASE("lockrun does not let the command inherit the lock's descriptor", "[lo
   SECTION("the command gets exactly stdin, stdout and stderr") {
     // The test closes everything above 2 before starting lockrun, so any
     // other descriptor came from lockrun or the library.
-    lockrun_process p({wait_option, lock.string(), "--", LOCKFILE_TEST_HELPER, "fds"});
+    const auto started = start({LOCKFILE_TEST_HELPER, "fds"});
+    auto& p = *started;
     p.close_stdin();
     CHECK(p.finish() == 0);
     std::vector<std::string> numbers;
@@ -954,18 +1022,27 @@ TEST_CASE("a command does not outlive a lockrun killed with SIGKILL", "[lockrun]
 }
 #endif
 
-TEST_CASE("lockrun exits 74 when the lock file cannot be used", "[lockrun]") {
+TEST_CASE("lockrun exits 66 when the lock file cannot be opened or created, as flock(1)", "[lockrun]") {
   temp_dir dir;
-  fs::create_directory(dir / "a-directory");
-  const auto path = (dir / "a-directory").string();
-  const auto run = run_lockrun({path, "--", "true"});
-  CHECK(run.exit == 74);
-  CHECK_THAT(run.err, starts_with("lockrun: cannot take the lock: "));
-  const auto status = run_lockrun({"--status", path});
-  CHECK(status.exit == 74);
-  CHECK(status.out.empty());
-  CHECK_THAT(status.err, starts_with("lockrun: "));
-  CHECK(fs::is_directory(path));
+  write_file(dir / "regular", "");
+  fs::create_symlink(dir / "regular", dir / "link");
+  ::mkfifo((dir / "fifo").c_str(), 0644);
+  for (const auto& [path, error] :
+       {std::pair{dir / "regular" / "x.lock", "Not a directory"}, std::pair{dir / "link", "symbolic links"},
+        std::pair{dir / "fifo", "not a regular file"}}) {
+    CAPTURE(path);
+    const auto run = run_lockrun({path.string(), "--", "touch", (dir / "ran").string()});
+    CHECK(run.exit == 66);
+    CHECK_THAT(run.err, starts_with("lockrun: cannot take the lock: "));
+    CHECK_THAT(run.err, contains_substring(error));
+    CHECK_FALSE(fs::exists(dir / "ran"));
+    const auto status = run_lockrun({"--status", path.string()});
+    CHECK(status.exit == 66);
+    CHECK(status.out.empty());
+    CHECK_THAT(status.err, starts_with("lockrun: "));
+  }
+  CHECK(fs::is_symlink(dir / "link"));  // never followed, never removed
+  CHECK(read_file(dir / "regular").empty());
 }
 
 // Needs the library's foreign-file rule (issue 13, defect 1): until it lands,

@@ -5,7 +5,9 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <iterator>
 
 namespace lockrun {
 
@@ -82,11 +84,14 @@ bool install_signal_handlers(signal_setup& setup) {
 
 void unblock_signals(const signal_setup& setup) { ::pthread_sigmask(SIG_UNBLOCK, &setup.handled, nullptr); }
 
-// Waits until there are events (or timeout_ms passes; -1: forever), then
-// returns all that are queued.
-std::string next_events(int timeout_ms) {
-  pollfd pfd{event_read_fd, POLLIN, 0};
-  if (::poll(&pfd, 1, timeout_ms) <= 0) return {};  // EINTR: a handler wrote; read on the next call
+std::string next_events(int timeout_ms, std::span<pollfd> watched) {
+  pollfd fds[8];
+  const std::size_t count = std::min<std::size_t>(watched.size(), std::size(fds) - 1);
+  fds[0] = {event_read_fd, POLLIN, 0};
+  for (std::size_t k = 0; k < count; ++k) fds[k + 1] = {watched[k].fd, watched[k].events, 0};
+  const int ready = ::poll(fds, static_cast<nfds_t>(count + 1), timeout_ms);
+  for (std::size_t k = 0; k < count; ++k) watched[k].revents = ready > 0 ? fds[k + 1].revents : 0;
+  if (ready <= 0 || (fds[0].revents & POLLIN) == 0) return {};  // EINTR: a handler wrote; read on the next call
   std::string events;
   char buffer[256];
   ssize_t n;

@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
   config cfg;
   try {
     cfg = parse_command_line(argc, argv);
+    (void)lock_options(cfg);  // --stale and --heartbeat must agree, in every mode
   } catch (const usage_error& e) {
     std::fprintf(stderr, "lockrun: %s\n%s", e.message.c_str(), usage_text);
     return exit_usage;
@@ -50,14 +51,13 @@ int main(int argc, char** argv) {
     std::printf("lockrun (lockfile) %s\n", LOCKFILE_VERSION);
     return 0;
   }
-  if (cfg.status) {
-    try {
-      (void)lock_options(cfg);
-    } catch (const usage_error& e) {
-      std::fprintf(stderr, "lockrun: %s\n%s", e.message.c_str(), usage_text);
-      return exit_usage;
-    }
-    return print_status(cfg);
+  resolve_lock_file(cfg);
+  switch (cfg.what) {
+    case mode::status: return print_status(cfg);
+    case mode::holder: return print_holder(cfg);
+    case mode::hold: return cfg.hold_for ? hold_in_background(cfg) : hold(cfg, argc, argv);
+    case mode::release: return release(cfg);
+    case mode::run: break;
   }
   return run(cfg);
 }

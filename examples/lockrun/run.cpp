@@ -187,6 +187,8 @@ int exit_status_of(int wait_status, bool lost, const config& cfg) {
   return own;
 }
 
+}  // namespace
+
 // Gives up the lock at the end; a failure is reported but does not change the
 // exit status (the command's outcome matters more, and the file goes stale).
 void release_lock(lockfile::PIDLock& lock) {
@@ -195,31 +197,16 @@ void release_lock(lockfile::PIDLock& lock) {
   if (ec) say("could not remove the lock file: " + ec.message());
 }
 
-}  // namespace
-
 int run(const config& cfg) {
-  lockfile::Options options;
-  try {
-    options = lock_options(cfg);
-  } catch (const usage_error& e) {
-    std::fprintf(stderr, "lockrun: %s\n%s", e.message.c_str(), usage_text);
-    return exit_usage;
-  }
   signal_setup setup;
   if (!install_signal_handlers(setup)) {
     say(std::string("cannot set up signal handling: ") + std::strerror(errno));
     return exit_os_error;
   }
-  // Runs on the library's notifier thread: only post the event.
-  options.on_lease_lost = [] { post_event(event_lease_lost); };
-  std::optional<lockfile::PIDLock> constructed;
-  try {
-    constructed.emplace(cfg.lock_file, std::move(options));
-  } catch (const std::invalid_argument& e) {  // e.g. a LOCKFILE that names no file ("dir/")
-    std::fprintf(stderr, "lockrun: %s\n%s", e.what(), usage_text);
-    return exit_usage;
-  }
-  lockfile::PIDLock& lock = *constructed;
+  int exit_status = 0;
+  const auto made = make_lock(cfg, exit_status);
+  if (!made) return exit_status;
+  lockfile::PIDLock& lock = *made;
 
   const take_result taken = take_lock(lock, cfg, setup);
   if (!taken.acquired) return taken.exit_status;
@@ -237,6 +224,7 @@ int run(const config& cfg) {
     return exit_lease_lost;
   }
 
+  if (cfg.verbose) say(std::string("executing ") + cfg.command[0]);
   pid_t child = -1;
   if (const int err = spawn_command(cfg, setup, child); err != 0) {
     say(std::string("cannot run '") + cfg.command[0] + "': " + std::strerror(err));

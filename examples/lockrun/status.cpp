@@ -1,4 +1,5 @@
-// lockrun's messages, the description of a lock's holder, and --status.
+// lockrun's messages, the description of a lock's holder, --status and
+// --holder.
 #include "lockrun.hpp"
 
 #include <cstdio>
@@ -17,14 +18,46 @@ long long to_millis(std::chrono::nanoseconds age) {
   return std::chrono::duration_cast<milliseconds>(age).count();
 }
 
+// What the holder is, when it runs on this machine in our PID space: its
+// command line (shortened), or for a --hold background holder, whom it
+// holds the lock for. Empty when unknown.
+std::string what_holder_runs(const lockfile::Lease& holder) {
+  if (!lease_is_local(holder) || !is_running(holder.pid, holder.start_time)) return {};
+  const auto shorten = [](std::string text) {
+    // One line: a script's newlines and tabs become spaces.
+    for (char& c : text)
+      if (static_cast<unsigned char>(c) < 0x20) c = ' ';
+    constexpr std::size_t most = 60;
+    if (text.size() > most) text = text.substr(0, most - 3) + "...";
+    return text;
+  };
+  const auto joined = [](const std::vector<std::string>& args) {
+    std::string text;
+    for (const auto& arg : args) text += (text.empty() ? "" : " ") + arg;
+    return text;
+  };
+  if (const auto target = hold_target_of(holder)) {
+    std::string text = "lockrun --hold for pid " + std::to_string(target->first);
+    const auto caller = command_line_of(target->first);
+    if (!caller.empty()) text += ", " + shorten(joined(caller));
+    return text;
+  }
+  return shorten(joined(command_line_of(holder.pid)));
+}
+
+std::string holder_text(const lockfile::Lease& holder) {
+  std::string text = "pid " + std::to_string(holder.pid);
+  if (const auto runs = what_holder_runs(holder); !runs.empty()) text += " (" + runs + ")";
+  if (!holder.host.empty()) text += " on host " + holder.host;
+  const auto age = std::chrono::system_clock::now() - holder.heartbeat;
+  return text + ", last heartbeat " + std::to_string(to_millis(age)) + " ms ago";
+}
+
 }  // namespace
 
 std::string describe_holder(const std::string& lock_file, const std::optional<lockfile::Lease>& holder) {
   if (!holder) return lock_file + " is held (its content is not a lease record)";
-  std::string text = lock_file + " is held by pid " + std::to_string(holder->pid);
-  if (!holder->host.empty()) text += " on host " + holder->host;
-  const auto age = std::chrono::system_clock::now() - holder->heartbeat;
-  return text + ", last heartbeat " + std::to_string(to_millis(age)) + " ms ago";
+  return lock_file + " is held by " + holder_text(*holder);
 }
 
 // ---------------------------------------------------------------------------
@@ -104,23 +137,64 @@ std::string status_json(const std::string& lock_file, const lockfile::LockStatus
 
 }  // namespace
 
-int print_status(const config& cfg) {
-  lockfile::LockStatus status;
-  try {
-    status = lockfile::inspect(cfg.lock_file, lock_options(cfg));
-  } catch (const std::filesystem::filesystem_error& e) {
-    say(std::string("cannot inspect the lock: ") + e.what());
-    return exit_lock_error;
-  }
-  std::fputs(status_json(cfg.lock_file, status).c_str(), stdout);
-  if (std::fflush(stdout) != 0) return exit_lock_error;
-  switch (status.state) {
+namespace {
+
+int exit_status_of(lockfile::LockState state) {
+  switch (state) {
     case lockfile::LockState::held: return exit_status_held;
     case lockfile::LockState::stale: return exit_status_stale;
     case lockfile::LockState::foreign: return exit_status_foreign;
     case lockfile::LockState::free: break;
   }
   return exit_status_free;
+}
+
+// The lock's state, or an exit status after saying why it cannot be known.
+std::optional<lockfile::LockStatus> inspect_or_say(const config& cfg, int& exit_status) {
+  try {
+    return lockfile::inspect(cfg.lock_file, lock_options(cfg));
+  } catch (const std::filesystem::filesystem_error& e) {
+    say(std::string("cannot inspect the lock: ") + e.what());
+    exit_status = exit_status_for(e.code());
+  } catch (const std::exception& e) {
+    say(std::string("cannot inspect the lock: ") + e.what());
+    exit_status = exit_os_error;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+int print_status(const config& cfg) {
+  int error_status = 0;
+  const auto status = inspect_or_say(cfg, error_status);
+  if (!status) return error_status;
+  std::fputs(status_json(cfg.lock_file, *status).c_str(), stdout);
+  if (std::fflush(stdout) != 0) return exit_lock_error;
+  return exit_status_of(status->state);
+}
+
+int print_holder(const config& cfg) {
+  int error_status = 0;
+  const auto status = inspect_or_say(cfg, error_status);
+  if (!status) return error_status;
+  std::string line;
+  switch (status->state) {
+    case lockfile::LockState::free: line = cfg.lock_file + " is free"; break;
+    case lockfile::LockState::held: line = describe_holder(cfg.lock_file, status->lease); break;
+    case lockfile::LockState::stale:
+      line = cfg.lock_file + " is stale: " +
+             (status->lease ? "last held by " + holder_text(*status->lease)
+                            : "its content is not a lease record, last changed " +
+                                  std::to_string(to_millis(status->age)) + " ms ago");
+      break;
+    case lockfile::LockState::foreign:
+      line = cfg.lock_file + " is not a lock file; lockrun leaves it alone";
+      break;
+  }
+  std::fputs((line + "\n").c_str(), stdout);
+  if (std::fflush(stdout) != 0) return exit_lock_error;
+  return exit_status_of(status->state);
 }
 
 }  // namespace lockrun

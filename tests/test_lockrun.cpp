@@ -16,6 +16,7 @@ TEST_CASE("lockrun tests need the lockrun example", "[lockrun]") {
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -55,9 +56,10 @@ std::string read_proc_file(const fs::path& path) {
 // the ignored signals lockrun starts with.
 class lockrun_process {
  public:
+  // `program` other than lockrun: a shell that runs lockrun, or flock(1).
   explicit lockrun_process(const std::vector<std::string>& args, const std::vector<int>& blocked = {},
-                           const std::vector<int>& ignored = {}) {
-    std::vector<std::string> argv_strings{LOCKFILE_LOCKRUN};
+                           const std::vector<int>& ignored = {}, const std::string& program = LOCKFILE_LOCKRUN) {
+    std::vector<std::string> argv_strings{program};
     argv_strings.insert(argv_strings.end(), args.begin(), args.end());
     std::vector<char*> argv;
     for (auto& s : argv_strings) argv.push_back(s.data());
@@ -221,6 +223,13 @@ struct run_result {
 
 run_result run_lockrun(const std::vector<std::string>& args) {
   lockrun_process p(args);
+  p.close_stdin();
+  const int code = p.finish();
+  return {code, p.out(), p.err()};
+}
+
+run_result run_program(const std::string& program, const std::vector<std::string>& args) {
+  lockrun_process p(args, {}, {}, program);
   p.close_stdin();
   const int code = p.finish();
   return {code, p.out(), p.err()};
@@ -1071,6 +1080,590 @@ TEST_CASE("lockrun refuses a file that is not a lock file: exit 74, the file unt
   REQUIRE(json);
   CHECK(json->at("state") == "foreign");
   CHECK(read_file(script) == content);
+}
+
+// ---------------------------------------------------------------------------
+// lockrun as a drop-in for flock(1) (issue #15)
+// ---------------------------------------------------------------------------
+namespace {
+
+const std::string flock_program = "/usr/bin/flock";
+
+// A process that holds flock(2) on a file or directory (as `flock F sleep`
+// would), until finish().
+class flock_holder {
+ public:
+  explicit flock_holder(const fs::path& path) {
+    pid_ = fork_child([&]() -> int {
+      ready_.close_read();
+      release_.close_write();
+      const bool is_dir = fs::is_directory(path);
+      const int fd = ::open(path.c_str(), is_dir ? O_RDONLY | O_DIRECTORY : O_RDWR | O_CREAT, 0644);
+      if (fd < 0 || ::flock(fd, LOCK_EX) != 0) {
+        ready_.send('F');
+        return 2;
+      }
+      ready_.send('H');
+      (void)release_.receive();
+      return 0;
+    });
+    ready_.close_write();
+    release_.close_read();
+    acquired_ = ready_.receive() == 'H';
+  }
+  ~flock_holder() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      wait_exit(pid_);
+    }
+  }
+  flock_holder(const flock_holder&) = delete;
+  flock_holder& operator=(const flock_holder&) = delete;
+  bool acquired() const { return acquired_; }
+  int finish() {
+    release_.close_write();
+    const int code = wait_exit(pid_);
+    pid_ = -1;
+    return code;
+  }
+
+ private:
+  pipe_pair ready_, release_;
+  pid_t pid_ = -1;
+  bool acquired_ = false;
+};
+
+// The pids of lockrun --hold background holders that hold for `caller`.
+std::vector<pid_t> hold_daemons_for(pid_t caller) {
+  std::vector<pid_t> found;
+  std::error_code ec;
+  const std::string needle = std::string("--hold-for=") + std::to_string(caller) + ":";
+  for (const auto& entry : fs::directory_iterator("/proc", ec)) {
+    const auto name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    const auto cmdline = read_proc_file(entry.path() / "cmdline");
+    const auto stat = read_proc_file(entry.path() / "stat");
+    const auto close = stat.rfind(')');
+    if (close == std::string::npos || stat.substr(close + 2, 1) == "Z") continue;
+    if (cmdline.find(needle) != std::string::npos) found.push_back(std::stoi(name));
+  }
+  return found;
+}
+
+// Field `n` (1-based, n >= 3) of /proc/PID/stat, or "".
+std::string stat_field(pid_t pid, int n) {
+  const auto stat = read_proc_file("/proc/" + std::to_string(pid) + "/stat");
+  const auto close = stat.rfind(')');
+  if (close == std::string::npos) return {};
+  std::istringstream fields(stat.substr(close + 2));
+  std::string field;
+  for (int i = 3; i <= n && fields >> field; ++i) {}
+  return field;
+}
+
+// Where descriptor `fd` of process `pid` points ("/dev/null", "pipe:[123]").
+std::string fd_target(pid_t pid, int fd) {
+  std::error_code ec;
+  return fs::read_symlink("/proc/" + std::to_string(pid) + "/fd/" + std::to_string(fd), ec).string();
+}
+
+}  // namespace
+
+TEST_CASE("lockrun and flock(1) agree on every flock form: exit status and whether the command ran",
+          "[lockrun][flock]") {
+  if (::access(flock_program.c_str(), X_OK) != 0) LOCKFILE_SKIP("no " + flock_program + " (util-linux) to compare with");
+  temp_dir dir;
+  fs::create_directory(dir / "flock-dir");
+  fs::create_directory(dir / "lockrun-dir");
+
+  struct form {
+    std::vector<std::string> options;  // before FILE
+    enum { argv, shell_string, no_command, shell_string_and_more } kind = argv;
+    bool directory = false;
+    bool held_too = true;  // also run with the lock held (false: a form that would block)
+  };
+  const std::vector<form> forms = {
+      {{}, form::argv, false, false},  // waits: only free
+      {{"-n"}},
+      {{"--nonblock"}},
+      {{"--nb"}},
+      {{"-w", "0.2"}},
+      {{"--wait", "0.2"}},
+      {{"--timeout=0.2"}},
+      {{"-w", "0"}},
+      {{"-w0.2"}},
+      {{"-n", "-E", "3"}},
+      {{"-E7", "-w", "0.2"}},
+      {{"--conflict-exit-code", "0", "-n"}},
+      {{"-x", "-n"}},
+      {{"-e", "-n"}},
+      {{"--exclusive", "-n"}},
+      {{"-o", "-n"}},
+      {{"--close", "-n"}},
+      {{"-n", "--verbose"}},
+      {{"-n", "--"}},  // -- before FILE
+      {{"-n"}, form::shell_string},
+      {{}, form::shell_string, false, false},
+      {{"-n"}, form::no_command},                // usage: no command, FILE not a number
+      {{"-n"}, form::shell_string_and_more},     // usage: -c takes exactly one argument
+      {{"-w", "abc"}},                           // usage
+      {{"-E", "256", "-n"}},                     // usage
+      {{"--frobnicate", "-n"}},                  // usage
+      {{"-n"}, form::argv, true},                // a directory
+      {{}, form::argv, true, false},
+      {{"-n"}, form::shell_string, true},
+  };
+
+  for (const bool held : {false, true}) {
+    // Each tool gets its own lock (flock leaves an empty file behind, which a
+    // lease takes for a crashed writer's record for a moment).
+    std::optional<flock_holder> flock_file_holder, flock_dir_holder;
+    std::optional<holder_process> lockrun_file_holder, lockrun_dir_holder;
+    if (held) {
+      flock_file_holder.emplace(dir / "flock.lock");
+      flock_dir_holder.emplace(dir / "flock-dir");
+      lockrun_file_holder.emplace(dir / "lockrun.lock");
+      lockrun_dir_holder.emplace(dir / "lockrun-dir" / ".lockrun.lock");
+      REQUIRE(flock_file_holder->acquired());
+      REQUIRE(flock_dir_holder->acquired());
+      REQUIRE(lockrun_file_holder->acquired());
+      REQUIRE(lockrun_dir_holder->acquired());
+    }
+    for (const auto& f : forms) {
+      if (held && !f.held_too) continue;
+      struct outcome {
+        int exit;
+        bool ran;
+        milliseconds elapsed;
+      };
+      const auto run_with = [&](const std::string& tool) {
+        const std::string name = tool == flock_program ? "flock" : "lockrun";
+        const auto file = (f.directory ? dir / (name + "-dir") : dir / (name + ".lock")).string();
+        const auto marker = (dir / (name + ".ran")).string();
+        fs::remove(marker);
+        auto args = f.options;
+        args.push_back(file);
+        if (f.kind == form::argv) args = concat(args, {"sh", "-c", "touch \"$0\"; exit 5", marker});
+        if (f.kind == form::shell_string) args = concat(args, {"-c", "touch '" + marker + "'; exit 5"});
+        if (f.kind == form::shell_string_and_more) args = concat(args, {"-c", "touch '" + marker + "'", "x"});
+        lockrun_process p(args, {}, {}, tool);
+        p.close_stdin();
+        const int code = p.finish();
+        INFO(name << " stderr: " << p.err());
+        return outcome{code, fs::exists(marker), p.elapsed()};
+      };
+      CAPTURE(held, f.options, f.kind, f.directory);
+      const auto by_flock = run_with(flock_program);
+      const auto by_lockrun = run_with(LOCKFILE_LOCKRUN);
+      CHECK(by_lockrun.exit == by_flock.exit);
+      CHECK(by_lockrun.ran == by_flock.ran);
+      // And both did what the man page says (so that they do not agree on nonsense).
+      const bool usage = f.kind == form::no_command || f.kind == form::shell_string_and_more ||
+                         (!f.options.empty() && (f.options.front() == "-E" || f.options.front() == "--frobnicate" ||
+                                                 f.options == std::vector<std::string>{"-w", "abc"}));
+      if (usage) {
+        CHECK(by_lockrun.exit == 64);
+      } else if (!held) {
+        CHECK(by_lockrun.exit == 5);
+      } else {
+        const auto& o = f.options;
+        const auto e = std::find(o.begin(), o.end(), "-E");
+        const int conflict = e != o.end()                                    ? std::stoi(*(e + 1))
+                             : std::find(o.begin(), o.end(), "-E7") != o.end() ? 7
+                             : std::find(o.begin(), o.end(), "--conflict-exit-code") != o.end() ? 0
+                                                                                                : 1;
+        CHECK(by_lockrun.exit == conflict);
+        const bool timed = std::any_of(o.begin(), o.end(), [](const std::string& a) {
+          return a.find("0.2") != std::string::npos;
+        });
+        if (timed) CHECK(by_lockrun.elapsed >= 200ms);
+      }
+      CHECK_FALSE((held && by_lockrun.ran));
+    }
+  }
+}
+
+TEST_CASE("lockrun refuses flock(1)'s -s, -u, -F and descriptor forms: exit 64 and the reason", "[lockrun][flock]") {
+  temp_dir dir;
+  const auto lock = (dir / "job.lock").string();
+  const auto marker = (dir / "ran").string();
+  const bool have_flock = ::access(flock_program.c_str(), X_OK) == 0;
+  struct refused {
+    std::vector<std::string> args;
+    std::string reason;
+    int flock_exit;  // what flock(1) does, where it works
+  };
+  const std::vector<refused> cases = {
+      {{"-s", lock, "touch", marker}, "-s: shared locks are not supported by lease locks", 0},
+      {{"--shared", lock, "touch", marker}, "--shared: shared locks are not supported by lease locks", 0},
+      {{"-u", lock, "touch", marker}, "-u: not supported by lease locks", 0},
+      {{"--unlock", "9"}, "--unlock: not supported by lease locks", 65},  // fd 9 is not open
+      {{"-F", lock, "touch", marker}, "-F: not supported by lease locks: lockrun must stay to renew the lease", 0},
+      {{"--no-fork", lock, "touch", marker}, "--no-fork: not supported by lease locks", 0},
+      {{"9"}, "'9' as a file descriptor (flock's 'flock 9' form) is not supported by lease locks", 65},
+      {{"-n", "9"}, "'9' as a file descriptor", 65},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.args);
+    const auto r = run_lockrun(c.args);
+    CHECK(r.exit == 64);
+    CHECK(r.out.empty());
+    CHECK_THAT(r.err, starts_with("lockrun: " + c.reason));
+    CHECK_THAT(lines_of(r.err).at(1), starts_with("Usage: lockrun "));
+    CHECK_FALSE(fs::exists(marker));
+    CHECK_FALSE(fs::exists(lock));
+    if (have_flock) {  // where lockrun must differ from flock, and how flock behaves there
+      const auto by_flock = run_program(flock_program, c.args);
+      CHECK(by_flock.exit == c.flock_exit);
+      fs::remove(marker);
+      fs::remove(lock);
+    }
+  }
+}
+
+TEST_CASE("lockrun FILE -c STRING runs STRING with $SHELL -c, or /bin/sh, as flock(1)", "[lockrun][flock]") {
+  temp_dir dir;
+  const auto lock = (dir / "job.lock").string();
+  const auto shell = dir / "my-shell";
+  write_file(shell, "#!/bin/sh\nprintf 'my-shell:'; printf ' [%s]' \"$@\"; echo\n");
+  ::chmod(shell.c_str(), 0755);
+
+  const auto by_env = run_program("/usr/bin/env", {"SHELL=" + shell.string(), LOCKFILE_LOCKRUN, lock, "-c",
+                                                   "echo $0; exit 3"});
+  CHECK(by_env.exit == 0);
+  CHECK(by_env.out == "my-shell: [-c] [echo $0; exit 3]\n");
+  for (const auto& env : {std::vector<std::string>{"-u", "SHELL"}, std::vector<std::string>{"SHELL="}}) {
+    CAPTURE(env);
+    const auto r = run_program("/usr/bin/env", concat(env, {LOCKFILE_LOCKRUN, lock, "--command",
+                                                            "echo \"$0\"; cat \"" + lock + "\"; exit 3"}));
+    CHECK(r.exit == 3);
+    const auto lines = lines_of(r.out);
+    REQUIRE(lines.size() == 2);
+    CHECK(lines[0] == "/bin/sh");
+    CHECK(lockfile::parse_lease(lines[1] + "\n"));  // ran under the lock
+  }
+  CHECK_FALSE(fs::exists(lock));
+  // Options end at COMMAND: what follows is the command's.
+  const auto r = run_lockrun({lock, "printf", "%s,", "-n", "-w", "1", "--", "-c"});
+  CHECK(r.exit == 0);
+  CHECK(r.out == "-n,-w,1,--,-c,");
+}
+
+TEST_CASE("lockrun --verbose reports the wait, the holder, the time taken and the command", "[lockrun][flock]") {
+  temp_dir dir;
+  const auto lock = dir / "job.lock";
+  SECTION("free") {
+    const auto r = run_lockrun({"--verbose", lock.string(), "true"});
+    CHECK(r.exit == 0);
+    const auto lines = lines_of(r.err);
+    REQUIRE(lines.size() == 2);
+    CHECK(std::regex_match(lines[0], std::regex(R"(lockrun: getting lock took [0-9]+\.[0-9]{6} seconds)")));
+    CHECK(lines[1] == "lockrun: executing true");
+  }
+  SECTION("held by another lockrun, then released") {
+    lockrun_process first({lock.string(), "sh", "-c", "echo ready; read line; exit 0"});
+    REQUIRE(first.wait_for_stdout("ready"));
+    lockrun_process second({"--verbose", lock.string(), "true"});
+    second.close_stdin();
+    REQUIRE(second.wait_for_stderr("; waiting"));
+    const auto first_line = lines_of(second.err()).at(0);
+    // The holder is named: pid, what it runs, host, heartbeat age.
+    // (Its command line is shortened to 60 characters.)
+    CHECK_THAT(first_line, starts_with("lockrun: " + lock.string() + " is held by pid " + std::to_string(first.pid()) +
+                                       " (" + LOCKFILE_LOCKRUN));
+    CHECK(std::regex_search(first_line, std::regex(R"(\) on host )" + host_name() +
+                                                   R"(, last heartbeat [0-9]+ ms ago; waiting$)")));
+    first.close_stdin();
+    CHECK(first.finish() == 0);
+    CHECK(second.finish() == 0);
+    CHECK_THAT(second.err(), contains_substring("lockrun: getting lock took "));
+    CHECK_THAT(second.err(), ends_with("lockrun: executing true\n"));
+  }
+}
+
+TEST_CASE("lockrun DIR locks the directory through DIR/.lockrun.lock", "[lockrun][flock]") {
+  temp_dir dir;
+  const auto target = dir / "work";
+  fs::create_directory(target);
+  const auto inside = target / ".lockrun.lock";
+
+  const auto r = run_lockrun({"--verbose", target.string(), "sh", "-c", "cat \"$0\"", inside.string()});
+  CHECK(r.exit == 0);
+  CHECK(lockfile::parse_lease(r.out));
+  CHECK_THAT(r.err, starts_with("lockrun: " + target.string() + " is a directory: locking " + inside.string() + "\n"));
+  CHECK(fs::is_directory(target));
+  CHECK(fs::is_empty(target));  // released
+
+  holder_process holder(inside);
+  REQUIRE(holder.acquired());
+  CHECK(run_lockrun({"-n", target.string(), "true"}).exit == 1);
+  CHECK(run_lockrun({"-n", (target.string() + "/"), "true"}).exit == 1);  // a trailing slash too
+  const auto status = run_lockrun({"--status", target.string()});
+  CHECK(status.exit == 1);
+  const auto json = parse_flat_json(status.out);
+  REQUIRE(json);
+  CHECK(json->at("path") == inside.string());
+  CHECK(json->at("pid") == std::to_string(holder.pid()));
+  CHECK(holder.finish() == 0);
+  CHECK(run_lockrun({"-n", target.string(), "true"}).exit == 0);
+}
+
+TEST_CASE("lockrun --holder prints one line and exits 0 free, 1 held, 2 stale, 3 foreign", "[lockrun]") {
+  temp_dir dir;
+  const auto lock = dir / "job.lock";
+  const auto holder_of = [&] {
+    const auto r = run_lockrun({"--holder", lock.string()});
+    INFO("stderr: " << r.err);
+    CHECK(r.err.empty());
+    CHECK(lines_of(r.out).size() == 1);
+    CHECK_THAT(r.out, ends_with("\n"));
+    return std::pair{r.exit, r.out};
+  };
+  SECTION("free") {
+    CHECK(holder_of() == std::pair{0, lock.string() + " is free\n"});
+    CHECK(run_lockrun({"--status", lock.string()}).exit == 0);  // so that `--status F && echo free` reads right
+  }
+  SECTION("held") {
+    lockrun_process holder({lock.string(), "sh", "-c", "echo ready; read line; exit 0"});
+    REQUIRE(holder.wait_for_stdout("ready"));
+    const auto [code, line] = holder_of();
+    CHECK(code == 1);
+    CHECK(std::regex_match(line, std::regex(lock.string() + " is held by pid " + std::to_string(holder.pid()) +
+                                            R"( \(.*lockrun .*\) on host .*, last heartbeat [0-9]+ ms ago\n)")));
+    holder.close_stdin();
+    CHECK(holder.finish() == 0);
+  }
+  SECTION("held for a script whose command line has newlines and tabs: still one line") {
+    lockrun_process holder({"-c", "\n\t\"$0\" --hold \"$1\"\necho ready; read line; exit 0", LOCKFILE_LOCKRUN,
+                            lock.string()},
+                           {}, {}, "/bin/sh");
+    REQUIRE(holder.wait_for_stdout("ready"));
+    const auto [code, line] = holder_of();
+    CHECK(code == 1);
+    CHECK_THAT(line, contains_substring(" (lockrun --hold for pid " + std::to_string(holder.pid()) + ", /bin/sh -c "));
+    holder.close_stdin();
+    CHECK(holder.finish() == 0);
+  }
+  SECTION("stale") {
+    write_file(lock, foreign_record(std::chrono::system_clock::now() - 10s, 4242, "old-owner"));
+    const auto [code, line] = holder_of();
+    CHECK(code == 2);
+    CHECK(std::regex_match(line, std::regex(lock.string() + R"( is stale: last held by pid 4242, last heartbeat [0-9]+ ms ago\n)")));
+  }
+  SECTION("foreign") {
+    write_file(lock, "#!/bin/sh\necho hello\n");
+    CHECK(holder_of() == std::pair{3, lock.string() + " is not a lock file; lockrun leaves it alone\n"});
+  }
+  SECTION("a crashed writer's fresh, invalid record") {
+    write_file(lock, "{\"version\":1,\"own");
+    CHECK(holder_of() == std::pair{1, lock.string() + " is held (its content is not a lease record)\n"});
+  }
+}
+
+TEST_CASE("lockrun --hold keeps the lock for the calling shell until it exits", "[lockrun][hold]") {
+  temp_dir dir;
+  const auto lock = dir / "job.lock";
+  const auto inherited = dir / "inherited";
+  // The shell opens a descriptor of its own (as `exec 9>F` would); the
+  // background holder must not inherit it.
+  lockrun_process shell({"-c",
+                         "exec 9>\"$2\"; \"$0\" --hold \"$1\" || exit 9; echo \"held $$\"; read line; echo bye",
+                         LOCKFILE_LOCKRUN, lock.string(), inherited.string()},
+                        {}, {}, "/bin/sh");
+  REQUIRE(shell.wait_for_stdout("\n"));
+  REQUIRE_THAT(shell.out(), starts_with("held "));
+  const pid_t shell_pid = std::stoi(shell.out().substr(5));
+  CHECK(shell.err().empty());
+
+  // Held, by another process: the background holder, renewing the lease.
+  const auto status = lockfile::inspect(lock);
+  REQUIRE(status.state == lockfile::LockState::held);
+  REQUIRE(status.lease);
+  const pid_t holder = status.lease->pid;
+  CHECK(holder != shell_pid);
+  CHECK(hold_daemons_for(shell_pid) == std::vector<pid_t>{holder});
+  CHECK(eventually([&] {
+    const auto later = lockfile::parse_lease(read_file(lock));
+    return later && later->heartbeat > status.lease->heartbeat;
+  }));
+  // A daemon: another session than the shell's, not its leader; stdio on
+  // /dev/null; no descriptor of the shell's.
+  CHECK(stat_field(holder, 6) != stat_field(shell_pid, 6));
+  CHECK(stat_field(holder, 6) != std::to_string(holder));
+  for (const int fd : {0, 1, 2}) CHECK(fd_target(holder, fd) == "/dev/null");
+  std::vector<std::string> held_open;
+  for (const auto& entry : fs::directory_iterator("/proc/" + std::to_string(holder) + "/fd")) {
+    const auto target = fs::read_symlink(entry.path()).string();
+    if (std::stoi(entry.path().filename().string()) > 2 && target == "/dev/null") held_open.push_back(target);
+  }
+  CHECK(held_open.empty());  // /dev/null as stdio only
+  const auto open_in_holder = open_files_of(holder);
+  CHECK(std::count(open_in_holder.begin(), open_in_holder.end(), device_inode(inherited)) == 0);
+  CHECK(std::count(open_in_holder.begin(), open_in_holder.end(), device_inode(lock)) == 1);
+
+  // Others see it held, and who holds it for whom.
+  CHECK(run_lockrun({"-n", lock.string(), "true"}).exit == 1);
+  const auto who = run_lockrun({"--holder", lock.string()});
+  CHECK(who.exit == 1);
+  CHECK_THAT(who.out, contains_substring("is held by pid " + std::to_string(holder) + " (lockrun --hold for pid " +
+                                         std::to_string(shell_pid) + ", "));
+
+  // The shell exits: the lock is freed soon after.
+  shell.write_stdin("\n");
+  CHECK(shell.finish() == 0);
+  CHECK(eventually([&] { return !fs::exists(lock); }, 10s));
+  CHECK(eventually([&] { return hold_daemons_for(shell_pid).empty(); }, 10s));
+}
+
+TEST_CASE("lockrun --release ends this shell's --hold and returns once the file is gone", "[lockrun][hold]") {
+  temp_dir dir;
+  const auto lock = dir / "job.lock";
+  const auto r = run_program("/bin/sh", {"-c",
+                                         "L=$0 F=$1\n"
+                                         "\"$L\" --hold \"$F\" || exit 9\n"
+                                         "\"$L\" --hold \"$F\"; echo \"again $?\"\n"
+                                         "( \"$L\" -n --hold \"$F\"; echo \"subshell $?\" )\n"
+                                         "\"$L\" --release \"$F\"; echo \"release $?\"\n"
+                                         "test -e \"$F\"; echo \"exists $?\"\n"
+                                         "\"$L\" --release \"$F\" 2>&1; echo \"release again $?\"\n"
+                                         "\"$L\" -n \"$F\" true; echo \"free $?\"\n",
+                                         LOCKFILE_LOCKRUN, lock.string()});
+  CHECK(r.exit == 0);
+  CHECK(r.err.empty());
+  // Already held for this shell (or, from a subshell, for its parent): 0 at
+  // once, as flock on an inherited descriptor that holds the lock.
+  CHECK(r.out == "again 0\n"
+                 "subshell 0\n"
+                 "release 0\n"
+                 "exists 1\n"
+                 "lockrun: " + lock.string() + " is not held\n"
+                 "release again 1\n"
+                 "free 0\n");
+  CHECK_FALSE(fs::exists(lock));
+}
+
+TEST_CASE("lockrun --release refuses a lock that is not held by a --hold of this shell", "[lockrun][hold]") {
+  temp_dir dir;
+  const auto lock = dir / "job.lock";
+  SECTION("held by a --hold of another shell") {
+    lockrun_process shell({"-c", "\"$0\" --hold \"$1\" || exit 9; echo held; read line; exit 0", LOCKFILE_LOCKRUN,
+                           lock.string()},
+                          {}, {}, "/bin/sh");
+    REQUIRE(shell.wait_for_stdout("held"));
+    const auto before = lockfile::inspect(lock);
+    REQUIRE(before.lease);
+    const auto r = run_lockrun({"--release", lock.string()});  // its parent is this test, not that shell
+    CHECK(r.exit == 1);
+    CHECK_THAT(r.err, starts_with("lockrun: " + lock.string() + " is held by pid " + std::to_string(before.lease->pid)));
+    CHECK_THAT(r.err, ends_with("; that --hold is not of this shell\n"));
+    const auto after = lockfile::inspect(lock);
+    CHECK(after.state == lockfile::LockState::held);
+    REQUIRE(after.lease);
+    CHECK(after.lease->owner_id == before.lease->owner_id);
+    shell.close_stdin();
+    CHECK(shell.finish() == 0);
+  }
+  SECTION("held by a command") {
+    holder_process holder(lock);
+    REQUIRE(holder.acquired());
+    const auto r = run_program("/bin/sh", {"-c", "\"$0\" --release \"$1\"", LOCKFILE_LOCKRUN, lock.string()});
+    CHECK(r.exit == 1);
+    CHECK_THAT(r.err, ends_with("; that is not a lockrun --hold\n"));
+    CHECK(lockfile::inspect(lock).state == lockfile::LockState::held);
+    CHECK(holder.finish() == 0);
+  }
+  SECTION("a file that is not a lock file") {
+    write_file(lock, "data\n");
+    const auto r = run_program("/bin/sh", {"-c", "\"$0\" --release \"$1\"", LOCKFILE_LOCKRUN, lock.string()});
+    CHECK(r.exit == 74);
+    CHECK(read_file(lock) == "data\n");
+  }
+}
+
+TEST_CASE("lockrun --hold on a held lock: -n and -w give the conflict code and leave nothing behind",
+          "[lockrun][hold]") {
+  temp_dir dir;
+  const auto lock = dir / "job.lock";
+  holder_process holder(lock);
+  REQUIRE(holder.acquired());
+  const auto r = run_program("/bin/sh", {"-c",
+                                         "\"$0\" -n --hold \"$1\"; echo \"n $?\"\n"
+                                         "\"$0\" -E 3 -w 0.2 --verbose --hold \"$1\"; echo \"w $?\"\n"
+                                         "echo \"$$\"",
+                                         LOCKFILE_LOCKRUN, lock.string()});
+  CHECK(r.exit == 0);
+  const auto lines = lines_of(r.out);
+  REQUIRE(lines.size() == 3);
+  CHECK(lines[0] == "n 1");
+  CHECK(lines[1] == "w 3");
+  // --verbose, through the background holder: the wait and its end.
+  const auto err = lines_of(r.err);
+  REQUIRE(err.size() == 2);
+  CHECK_THAT(err[0], starts_with("lockrun: " + lock.string() + " is held by pid " + std::to_string(holder.pid())));
+  CHECK_THAT(err[0], ends_with("; waiting at most 0.2 s"));
+  CHECK_THAT(err[1], starts_with("lockrun: timeout while waiting to get lock: "));
+  CHECK(eventually([&] { return hold_daemons_for(std::stoi(lines[2])).empty(); }, 10s));
+  const auto status = lockfile::inspect(lock);
+  REQUIRE(status.lease);
+  CHECK(status.lease->pid == holder.pid());
+  CHECK(holder.finish() == 0);
+}
+
+TEST_CASE("lockrun --hold interrupted while waiting takes no lock later", "[lockrun][hold]") {
+  temp_dir dir;
+  const auto lock = dir / "job.lock";
+  holder_process holder(lock);
+  REQUIRE(holder.acquired());
+  // The shell waits for lockrun --hold, which is then killed (as Ctrl-C
+  // would, or a supervisor's SIGTERM).
+  lockrun_process shell({"-c", "echo \"$$\"; \"$0\" --verbose --hold \"$1\"; echo \"hold $?\"; read line; exit 0",
+                         LOCKFILE_LOCKRUN, lock.string()},
+                        {}, {}, "/bin/sh");
+  REQUIRE(shell.wait_for_stdout("\n"));
+  const pid_t shell_pid = std::stoi(shell.out());
+  REQUIRE(shell.wait_for_stderr("; waiting"));
+  // The foreground lockrun: the shell's child that is not a background holder.
+  pid_t foreground = -1;
+  REQUIRE(eventually([&] {
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator("/proc", ec)) {
+      const auto name = entry.path().filename().string();
+      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+      if (stat_field(std::stoi(name), 4) == std::to_string(shell_pid) &&
+          read_proc_file(entry.path() / "cmdline").find("--hold-for=") == std::string::npos)
+        foreground = std::stoi(name);
+    }
+    return foreground > 0;
+  }));
+  ::kill(foreground, SIGTERM);
+  REQUIRE(shell.wait_for_stdout("hold 143"));
+  // Its background holder gives up, and the lock stays with its holder.
+  CHECK(eventually([&] { return hold_daemons_for(shell_pid).empty(); }, 10s));
+  CHECK(holder.finish() == 0);
+  CHECK_FALSE(fs::exists(lock));
+  shell.close_stdin();
+  CHECK(shell.finish() == 0);
+}
+
+TEST_CASE("lockrun --hold in a subshell is flock's ( flock -n 9 || exit 1; ... ) 9>FILE", "[lockrun][hold][flock]") {
+  temp_dir dir;
+  const auto lock = dir / "job.lock";
+  const std::string script = "( \"$0\" -n --hold \"$1\" || exit 1; echo \"under the lock\"; \"$0\" --status \"$1\" >/dev/null; echo \"status $?\" ); echo \"subshell $?\"";
+  SECTION("free: the block runs under the lock, which is released when the subshell exits") {
+    const auto r = run_program("/bin/sh", {"-c", script + "; test -e \"$1\"; echo \"exists $?\"", LOCKFILE_LOCKRUN,
+                                           lock.string()});
+    CHECK(r.exit == 0);
+    // Gone once the subshell exits, though the background holder may take a moment.
+    CHECK_THAT(r.out, starts_with("under the lock\nstatus 1\nsubshell 0\nexists "));
+    CHECK(eventually([&] { return !fs::exists(lock); }, 10s));
+  }
+  SECTION("held: the block is skipped with 1") {
+    holder_process holder(lock);
+    REQUIRE(holder.acquired());
+    const auto r = run_program("/bin/sh", {"-c", script, LOCKFILE_LOCKRUN, lock.string()});
+    CHECK(r.out == "subshell 1\n");
+    CHECK(holder.finish() == 0);
+  }
 }
 
 #endif  // LOCKFILE_LOCKRUN

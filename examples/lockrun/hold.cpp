@@ -207,15 +207,17 @@ int hold(const config& cfg, int argc, char** argv) {
   const pid_t caller = ::getppid();
   const unsigned long long caller_start = start_time_of(caller);
 
-  // Held for this caller already: done, as flock on a descriptor that holds
-  // the lock succeeds again. (Errors are left to the holder to report.)
+  // Held for this caller, or for a shell it runs in (a subshell's parent),
+  // already: done, as flock on an inherited descriptor that holds the lock
+  // succeeds again. (Errors are left to the holder to report.)
   try {
     const auto status = lockfile::inspect(cfg.lock_file, lock_options(cfg));
     if (status.state == lockfile::LockState::held && status.lease) {
       const auto target = hold_target_of(*status.lease);
-      if (target && target->first == caller && target->second == caller_start) {
+      if (target && is_our_ancestor(*target)) {
         if (cfg.verbose)
-          say(cfg.lock_file + " is already held for this shell by pid " + std::to_string(status.lease->pid));
+          say(cfg.lock_file + " is already held for pid " + std::to_string(target->first) + " by pid " +
+              std::to_string(status.lease->pid));
         return 0;
       }
     }

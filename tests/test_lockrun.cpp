@@ -1580,6 +1580,18 @@ TEST_CASE("lockrun --release refuses a lock that is not held by a --hold of this
   }
 }
 
+TEST_CASE("lockrun --hold refuses a file that is not a lock file, naming it as given", "[lockrun][hold]") {
+  temp_dir dir;
+  write_file(dir / "notes.txt", "data\n");
+  // A relative FILE: the background holder works from "/", but speaks of
+  // the file as the user named it.
+  const auto r = run_program("/bin/sh", {"-c", "cd \"$1\" && \"$0\" --hold notes.txt", LOCKFILE_LOCKRUN,
+                                         dir.path().string()});
+  CHECK(r.exit == 74);
+  CHECK(r.err == "lockrun: notes.txt: exists and is not a lock file; refusing to touch it\n");
+  CHECK(read_file(dir / "notes.txt") == "data\n");
+}
+
 TEST_CASE("lockrun --hold on a held lock: -n and -w give the conflict code and leave nothing behind",
           "[lockrun][hold]") {
   temp_dir dir;

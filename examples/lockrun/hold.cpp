@@ -270,12 +270,13 @@ int hold_in_background(const config& given) {
   int caller_pidfd = ::fcntl(caller_pidfd_fd, F_GETFD) >= 0 ? caller_pidfd_fd : -1;
   if (caller_pidfd >= 0) ::fcntl(caller_pidfd, F_SETFD, FD_CLOEXEC);
 
-  // The daemon keeps no directory busy; the lock file is named absolutely.
-  config cfg = given;
+  // The daemon keeps no directory busy: the library gets the lock file's
+  // absolute name; messages keep the name the user gave.
+  const config& cfg = given;
+  config absolute_cfg = given;
   std::error_code ec;
   const auto absolute = std::filesystem::absolute(cfg.lock_file, ec);
-  if (!ec) cfg.lock_file = absolute.string();
-  (void)!::chdir("/");
+  if (!ec) absolute_cfg.lock_file = absolute.string();
 
   signal_setup setup;
   if (!install_signal_handlers(setup)) {
@@ -284,7 +285,8 @@ int hold_in_background(const config& given) {
     return exit_os_error;
   }
   int exit_status = 0;
-  const auto made = make_lock(cfg, exit_status);
+  const auto made = make_lock(absolute_cfg, exit_status);
+  (void)!::chdir("/");
   if (!made) {
     send_frame('E', exit_status);
     return exit_status;

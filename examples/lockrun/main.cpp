@@ -1,14 +1,27 @@
-// lockrun: run a command while holding a lockfile lease lock.
+// lockrun: run a command while holding a lockfile lease lock; a drop-in for
+// flock(1) (util-linux) where leases allow it.
 //
-//   lockrun [OPTIONS] LOCKFILE -- COMMAND [ARG...]
-//   lockrun --status [--stale SECONDS] LOCKFILE
+//   lockrun [OPTIONS] FILE COMMAND [ARG...]
+//   lockrun [OPTIONS] FILE -c 'COMMAND STRING'
+//   lockrun [OPTIONS] --hold FILE        ...  lockrun --release FILE
+//   lockrun --status|--holder [--stale SECONDS] FILE
 //
-// Takes the lock (or waits for it with -w/-t), runs COMMAND as a child, passes
-// SIGINT, SIGTERM, SIGHUP and SIGQUIT on to it, releases the lock when it
-// exits and exits with its status (128+N when it died of signal N). When the
-// lease is lost while the command runs (the file was deleted or replaced, or
-// lockrun was paused past the stale threshold and someone took over), the
-// command is stopped (--on-lost). `lockrun --help` lists the exit statuses.
+// Takes the lock (waiting by default, as flock; -n gives up at once, -w
+// after so many seconds, exiting with -E's code, default 1), runs COMMAND as
+// a child, passes SIGINT, SIGTERM, SIGHUP and SIGQUIT on to it, releases the
+// lock when it exits and exits with its status (128+N when it died of signal
+// N). When the lease is lost while the command runs (the file was deleted or
+// replaced, or lockrun was paused past the stale threshold and someone took
+// over), the command is stopped (--on-lost). flock's options keep flock's
+// meaning; what a lease cannot do (-s shared, -u unlock, -F no fork, a
+// descriptor number as FILE) is refused with exit 64. A directory as FILE
+// is locked through DIR/.lockrun.lock. `lockrun --help` lists the options
+// and exit statuses; README.md ("Command line: lockrun") has the table of
+// flock forms.
+//
+// The parts (lockrun.hpp lists them): command_line.cpp, status.cpp,
+// process.cpp, events.cpp, take_lock.cpp, run.cpp, hold.cpp (--hold starts a
+// background holder for the calling shell; see there).
 //
 // How it is built, and why:
 //   - One event pipe (the self-pipe trick) carries everything the main loop

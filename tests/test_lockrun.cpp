@@ -1542,6 +1542,23 @@ TEST_CASE("lockrun --release ends this shell's --hold and returns once the file 
   CHECK_FALSE(fs::exists(lock));
 }
 
+TEST_CASE("lockrun --release as the last command of a subshell, which the shell execs in its place",
+          "[lockrun][hold]") {
+  temp_dir dir;
+  const auto lock = dir / "job.lock";
+  // sh and bash exec the last command of ( ... ) in the subshell's process:
+  // --release then runs as the very process the lock is held for.
+  for (const std::string shell : {"/bin/sh", "/bin/bash"}) {
+    if (::access(shell.c_str(), X_OK) != 0) continue;
+    CAPTURE(shell);
+    const auto r = run_program(shell, {"-c", "( \"$0\" --hold \"$1\" || exit 9; \"$0\" --release \"$1\" ); echo \"$?\"",
+                                       LOCKFILE_LOCKRUN, lock.string()});
+    CHECK(r.err.empty());
+    CHECK(r.out == "0\n");
+    CHECK_FALSE(fs::exists(lock));
+  }
+}
+
 TEST_CASE("lockrun --release refuses a lock that is not held by a --hold of this shell", "[lockrun][hold]") {
   temp_dir dir;
   const auto lock = dir / "job.lock";

@@ -87,11 +87,13 @@ unsigned long long start_time_of(pid_t pid) {
   return info ? info->start_time : 0;
 }
 
-// Whether `target` (pid, start time) is our parent or one of its ancestors:
-// the shell that ran --hold, seen from a --release it runs, perhaps in a
-// subshell or a script of its own.
+// Whether `target` (pid, start time) is this process or one of its
+// ancestors: the shell that ran --hold, seen from a --release it runs,
+// perhaps in a subshell or a script of its own. This process itself, because
+// a shell execs the last command of a subshell in the subshell's process:
+// `( lockrun --hold F; ...; lockrun --release F )`.
 bool is_our_ancestor(const std::pair<pid_t, unsigned long long>& target) {
-  pid_t pid = ::getppid();
+  pid_t pid = ::getpid();
   for (int depth = 0; pid > 0 && depth < 64; ++depth) {
     const auto info = read_process(pid);
     if (pid == target.first) return !info || target.second == 0 || info->start_time == target.second;

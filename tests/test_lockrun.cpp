@@ -1515,6 +1515,30 @@ TEST_CASE("lockrun --hold keeps the lock for the calling shell until it exits", 
   CHECK(eventually([&] { return hold_daemons_for(shell_pid).empty(); }, 10s));
 }
 
+TEST_CASE("lockrun --hold without pidfds watches the shell by polling, and --release signals by pid",
+          "[lockrun][hold]") {
+  temp_dir dir;
+  const auto lock = dir / "job.lock";
+  // The shim makes pidfd_open and pidfd_send_signal fail with ENOSYS in the
+  // shell, lockrun and its background holder (a kernel before 5.3).
+  lockrun_process shell({"LD_PRELOAD=" LOCKFILE_NO_PIDFD_SHIM, "/bin/sh", "-c",
+                         "\"$0\" --hold \"$1\" || exit 9; \"$0\" --release \"$1\"; echo \"release $?\"\n"
+                         "\"$0\" --hold \"$1\" || exit 9; echo \"held $$\"; read line; exit 0",
+                         LOCKFILE_LOCKRUN, lock.string()},
+                        {}, {}, "/usr/bin/env");
+  REQUIRE(shell.wait_for_stdout("held "));
+  REQUIRE(shell.wait_for_stdout("\n", 5s));
+  CHECK_THAT(shell.out(), starts_with("release 0\nheld "));
+  const auto status = lockfile::inspect(lock);
+  REQUIRE(status.lease);
+  const pid_t holder = status.lease->pid;
+  for (int fd = 0; fd < 64; ++fd) CHECK(fd_target(holder, fd) != "anon_inode:[pidfd]");
+  shell.close_stdin();
+  CHECK(shell.finish() == 0);
+  // Noticed within a heartbeat or so (250 ms), not at once: generous bound.
+  CHECK(eventually([&] { return !fs::exists(lock); }, 10s));
+}
+
 TEST_CASE("lockrun --release ends this shell's --hold and returns once the file is gone", "[lockrun][hold]") {
   temp_dir dir;
   const auto lock = dir / "job.lock";

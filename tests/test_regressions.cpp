@@ -382,3 +382,61 @@ TEST_CASE("regression: a child forked after its parent only inspected a lock wri
   REQUIRE(std::sscanf(line, "child %d %d", &child, &written) == 2);
   CHECK(written == child);
 }
+
+TEST_CASE("regression: a terminal at the path never becomes the controlling terminal (O_NOCTTY)") {
+  // Without O_NOCTTY, a session leader without a terminal that opens a tty
+  // at the lock path acquires it as its controlling terminal (and gets its
+  // SIGHUP and SIGINT from then on).
+  temp_dir dir;
+  const auto path = dir / "app.lock";
+  const int master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  REQUIRE(master >= 0);
+  REQUIRE(::grantpt(master) == 0);
+  REQUIRE(::unlockpt(master) == 0);
+  struct stat terminal {};
+  REQUIRE(::stat(::ptsname(master), &terminal) == 0);  // NOLINT(concurrency-mt-unsafe): one thread here
+  if (::mknod(path.c_str(), S_IFCHR | 0666, terminal.st_rdev) != 0) {
+    ::close(master);
+    LOCKFILE_SKIP("cannot make a device node here (needs CAP_MKNOD)");
+  }
+  const int code = wait_exit(fork_child([&] {
+    if (::setsid() < 0) return 90;  // a session leader without a terminal
+    PIDLock lock(path);
+    std::error_code ec;
+    lock.acquire(ec);
+    if (ec != std::errc::invalid_argument) return 1;  // "not a regular file"
+    try {
+      (void)lockfile::inspect(path);
+      return 2;
+    } catch (const fs::filesystem_error&) {
+    }
+    const int tty = ::open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (tty >= 0) {
+      ::close(tty);
+      return 3;  // the lock's open made it our controlling terminal
+    }
+    return 0;
+  }));
+  ::close(master);
+  CHECK(code == 0);
+  CHECK(fs::is_character_file(path));
+}
+
+TEST_CASE("regression: an mtime past the year 2262 saturates instead of overflowing into the past") {
+  // seconds * 10^9 overflows 64 bits there (undefined behaviour; in practice
+  // it wrapped to the 18th century, so a fresh invalid file looked ancient
+  // and was reclaimed at once).
+  temp_dir dir;
+  const auto path = dir / "app.lock";
+  write_file(path, "{\"version\":1");
+  struct timespec times[2] = {{12'000'000'000LL, 0}, {12'000'000'000LL, 0}};  // the year 2350
+  REQUIRE(::utimensat(AT_FDCWD, path.c_str(), times, 0) == 0);
+  const auto status = lockfile::inspect(path);
+  CHECK(status.state == lockfile::LockState::held);  // judged by its fresh ctime
+  CHECK(status.age < 1h);
+  PIDLock lock(path);
+  std::error_code ec;
+  lock.acquire(ec);
+  CHECK(ec == lockfile::errc::lock_held);
+  CHECK(read_file(path) == "{\"version\":1");
+}

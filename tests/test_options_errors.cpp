@@ -262,14 +262,15 @@ TEST_CASE("PIDLock is neither copyable nor movable, like std::mutex") {
 // PIDLock constructor: validation
 // ---------------------------------------------------------------------------
 
-TEST_CASE("PIDLock constructor: a path that names no file is std::invalid_argument naming lock_file") {
-  for (const char* bad : {"", "dir/", "/", ".", "..", "dir/.", "dir/..", "/tmp/", "a/b/"}) {
+TEST_CASE("PIDLock constructor: a path that names no file is std::invalid_argument naming the path") {
+  for (const char* bad : {"dir/", "/", ".", "..", "dir/.", "dir/..", "/tmp/", "a/b/"}) {
     INFO("path '" << bad << "'");
     REQUIRE_THROWS_AS(PIDLock(fs::path(bad)), std::invalid_argument);
     const auto message = constructor_error(bad, {});
-    CHECK(contains(message, "lock_file"));
+    CHECK(contains(message, std::string("lock file path '") + bad + "' does not name a file"));
   }
-  CHECK(contains(constructor_error("", {}), "empty"));
+  REQUIRE_THROWS_AS(PIDLock(fs::path()), std::invalid_argument);
+  CHECK(contains(constructor_error("", {}), "lock file path is empty"));
 }
 
 TEST_CASE("PIDLock constructor: acquire_retry_limit below 1 is std::invalid_argument naming it") {

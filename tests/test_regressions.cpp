@@ -440,3 +440,47 @@ TEST_CASE("regression: an mtime past the year 2262 saturates instead of overflow
   CHECK(ec == lockfile::errc::lock_held);
   CHECK(read_file(path) == "{\"version\":1");
 }
+
+TEST_CASE("regression: a lock file path ending in '/' is refused naming the path and what is wrong, not the constructor's internals") {
+  // PIDLock{"dir/"} said "lockfile::PIDLock: lock_file: 'dir/' does not name
+  // a file": a class and a parameter name, which lockrun passed on to its
+  // users, and no word on why a path to a directory names no file.
+  struct bad_path {
+    const char* path;
+    const char* quoted;  // the path as the message must show it
+    const char* reason;
+  };
+  const bad_path cases[] = {
+      {"dir/", "'dir/'", "ends in '/'"},
+      {"/var/lock/", "'/var/lock/'", "ends in '/'"},
+      {"/", "'/'", "ends in '/'"},
+      {"dir/.", "'dir/.'", "ends in '.'"},
+      {".", "'.'", "ends in '.'"},
+      {"dir/..", "'dir/..'", "ends in '..'"},
+  };
+  for (const auto& c : cases) {
+    INFO("path " << c.path);
+    std::string message;
+    try {
+      PIDLock lock{c.path};
+      FAIL("the constructor accepted '" << c.path << "'");
+    } catch (const std::invalid_argument& e) {
+      message = e.what();
+    }
+    INFO(message);
+    CHECK_THAT(message, lockfile_test::contains_substring(std::string("lock file path ") + c.quoted));
+    CHECK_THAT(message, lockfile_test::contains_substring("does not name a file"));  // lockrun's tests look for it
+    CHECK_THAT(message, lockfile_test::contains_substring(c.reason));
+    CHECK_THAT(message, lockfile_test::contains_substring("directory"));
+    CHECK_THAT(message, !lockfile_test::contains_substring("PIDLock"));
+    CHECK_THAT(message, !lockfile_test::contains_substring("lock_file"));
+  }
+  std::string message;
+  try {
+    PIDLock lock{""};
+  } catch (const std::invalid_argument& e) {
+    message = e.what();
+  }
+  CHECK_THAT(message, lockfile_test::contains_substring("lock file path is empty"));
+  CHECK_THAT(message, !lockfile_test::contains_substring("lock_file"));
+}

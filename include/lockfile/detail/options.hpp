@@ -83,12 +83,21 @@ inline void validate_mode(const char* field, FileMode mode) {
                    ": give permission bits only, like 0644 or std::filesystem::perms::owner_read");
 }
 
+// The path often comes from a user (a command line, a configuration file), so
+// its errors speak of the path, not of this constructor's parameter.
+inline void validate_path(const std::filesystem::path& lock_file) {
+  if (lock_file.empty()) throw std::invalid_argument("the lock file path is empty");
+  const auto name = lock_file.filename();
+  if (!name.empty() && name != "." && name != "..") return;
+  const std::string ending = name.empty() ? "/" : name.string();
+  throw std::invalid_argument("lock file path '" + lock_file.string() + "' does not name a file: it ends in '" +
+                              ending + "', so it names a directory; name a file in it, like '" +
+                              (lock_file / "app.lock").string() + "'");
+}
+
 inline void validate(const std::filesystem::path& lock_file, const Options& options) {
   using std::chrono::milliseconds;
-  if (lock_file.empty()) invalid_option("lock_file: the path is empty");
-  const auto name = lock_file.filename();
-  if (name.empty() || name == "." || name == "..")
-    invalid_option("lock_file: '" + lock_file.string() + "' does not name a file");
+  validate_path(lock_file);
   if (options.acquire_retry_limit < 1)
     invalid_option("acquire_retry_limit must be at least 1, got " +
                    std::to_string(options.acquire_retry_limit));

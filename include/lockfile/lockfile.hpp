@@ -3,8 +3,10 @@
 //
 // The owner keeps a one-line JSON lease record fresh from a background thread;
 // anyone else takes the lock over once the lease is stale, or at once when the
-// owner is provably dead. See README.md for the guarantees and DESIGN.md for the
-// protocol. SPDX-License-Identifier: MIT
+// owner is provably dead. See the repository's README.md for the guarantees,
+// the lease record and how the protocol works, and its docs/design.md for how
+// this header's parts fit together.
+// SPDX-License-Identifier: MIT
 #ifndef LOCKFILE_LOCKFILE_HPP
 #define LOCKFILE_LOCKFILE_HPP
 

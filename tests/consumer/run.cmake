@@ -14,7 +14,8 @@
 #                     move that to WORK_DIR/prefix (the package must be
 #                     relocatable), then find_package(lockfile) from there
 #   pkg_config        install and move as for find_package, then check
-#                     pkg-config --cflags lockfile and compile main.cpp by hand
+#                     pkg-config --cflags lockfile (its -I), --cflags --libs
+#                     (every flag once) and compile main.cpp by hand
 #                     with CXX_COMPILER and pkg-config's flags. Skipped (exit
 #                     code 77 on CMake >= 3.29, else output matching
 #                     "lockfile consumer test SKIPPED") without pkg-config,
@@ -204,8 +205,29 @@ else()
   run("pkg-config --libs" COMMAND "${PKG_CONFIG}" --libs lockfile OUTPUT _libs)
   run("pkg-config --modversion" COMMAND "${PKG_CONFIG}" --modversion lockfile OUTPUT _version)
 
+  run("pkg-config --cflags --libs" COMMAND "${PKG_CONFIG}" --cflags --libs lockfile OUTPUT _both)
+
   separate_arguments(_cflags UNIX_COMMAND "${_cflags}")
   separate_arguments(_libs UNIX_COMMAND "${_libs}")
+  separate_arguments(_both UNIX_COMMAND "${_both}")
+  # Asked for both at once, the way a one-line compile-and-link uses them,
+  # every flag comes once (-pthread used to come twice: Cflags and Libs).
+  set(_pthread ${_both})
+  list(FILTER _pthread INCLUDE REGEX "^-pthread$")
+  list(LENGTH _pthread _count)
+  if(NOT _count EQUAL 1)
+    message(FATAL_ERROR "[${MODE}] pkg-config --cflags --libs lockfile has -pthread "
+                        "${_count} times, expected once: ${_both}")
+  endif()
+  set(_unique ${_both})
+  list(REMOVE_DUPLICATES _unique)
+  if(NOT _unique STREQUAL _both)
+    message(FATAL_ERROR "[${MODE}] pkg-config --cflags --libs lockfile repeats a flag: ${_both}")
+  endif()
+  # A separate link step still gets the threads library.
+  if(NOT "-pthread" IN_LIST _libs)
+    message(FATAL_ERROR "[${MODE}] pkg-config --libs lockfile has no -pthread: ${_libs}")
+  endif()
   real_path(_want_include "${_prefix}/include")
   set(_found_include FALSE)
   foreach(_flag IN LISTS _cflags)

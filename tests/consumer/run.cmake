@@ -4,7 +4,7 @@
 #   cmake -DMODE=<mode> -DWORK_DIR=<dir> -DLOCKFILE_SOURCE_DIR=<dir>
 #         -DLOCKFILE_BINARY_DIR=<dir> -DCXX_COMPILER=<path>
 #         [-DGENERATOR=<name>] [-DGENERATOR_PLATFORM=..] [-DGENERATOR_TOOLSET=..]
-#         [-DMAKE_PROGRAM=<path>] [-DPKG_CONFIG=<path>]
+#         [-DMAKE_PROGRAM=<path>] [-DPKG_CONFIG=<path>] [-DEXPECT_LOCKRUN=ON|OFF]
 #         -P run.cmake
 #
 # MODE
@@ -12,7 +12,11 @@
 #   fetchcontent      the same with FetchContent_Declare(SOURCE_DIR <source tree>)
 #   find_package      cmake --install <LOCKFILE_BINARY_DIR> into WORK_DIR/staged,
 #                     move that to WORK_DIR/prefix (the package must be
-#                     relocatable), then find_package(lockfile) from there
+#                     relocatable), then find_package(lockfile) from there.
+#                     With EXPECT_LOCKRUN (LOCKFILE_BUILD_LOCKRUN), the prefix
+#                     must hold bin/lockrun, and `PREFIX/bin/lockrun --version`
+#                     and, with PREFIX/bin first in PATH, `lockrun --help` must
+#                     run; without it, bin/lockrun must not be installed.
 #   pkg_config        install and move as for find_package, then check
 #                     pkg-config --cflags lockfile (its -I), --cflags --libs
 #                     (every flag once) and compile main.cpp by hand
@@ -89,6 +93,39 @@ function(real_path out path)
   set(${out} "${_p}" PARENT_SCOPE)
 endfunction()
 
+# The installed lockrun, as its users run it: by its path, and by its name
+# with the prefix's bin/ in PATH (the README's install recipe says so).
+function(check_lockrun prefix)
+  set(_lockrun "${prefix}/bin/lockrun")
+  if(NOT EXPECT_LOCKRUN)
+    if(EXISTS "${_lockrun}")
+      message(FATAL_ERROR "[${MODE}] bin/lockrun was installed with LOCKFILE_BUILD_LOCKRUN off")
+    endif()
+    return()
+  endif()
+  if(NOT EXISTS "${_lockrun}")
+    message(FATAL_ERROR "[${MODE}] the install did not provide bin/lockrun "
+                        "(LOCKFILE_BUILD_LOCKRUN is on)")
+  endif()
+  run("lockrun --version" COMMAND "${_lockrun}" --version OUTPUT _version)
+  if(NOT _version MATCHES "^lockrun.* [0-9]+\\.[0-9]+\\.[0-9]+")
+    message(FATAL_ERROR "[${MODE}] ${_lockrun} --version printed '${_version}'")
+  endif()
+  set(_path "$ENV{PATH}")
+  set(ENV{PATH} "${prefix}/bin:${_path}")
+  run("which lockrun" COMMAND sh -c "command -v lockrun" OUTPUT _found)
+  run("lockrun --help" COMMAND lockrun --help OUTPUT _help)
+  set(ENV{PATH} "${_path}")
+  real_path(_found_real "${_found}")
+  real_path(_want "${_lockrun}")
+  if(NOT _found_real STREQUAL _want)
+    message(FATAL_ERROR "[${MODE}] with ${prefix}/bin first in PATH, lockrun is '${_found}'")
+  endif()
+  if(NOT _help MATCHES "Usage: lockrun ")
+    message(FATAL_ERROR "[${MODE}] lockrun --help printed no usage: '${_help}'")
+  endif()
+endfunction()
+
 # cmake --install, then move the prefix: nothing installed may remember where
 # it was put first.
 function(install_and_relocate prefix_out)
@@ -115,6 +152,7 @@ function(install_and_relocate prefix_out)
       message(FATAL_ERROR "[${MODE}] the install did not provide ${_file}")
     endif()
   endforeach()
+  check_lockrun("${_prefix}")
   file(GLOB_RECURSE _installed LIST_DIRECTORIES false RELATIVE "${_prefix}" "${_prefix}/*")
   list(JOIN _installed " " _shown)
   message(STATUS "[${MODE}] installed: ${_shown}")

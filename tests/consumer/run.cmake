@@ -9,7 +9,15 @@
 #
 # MODE
 #   add_subdirectory  configure, build, run with add_subdirectory(<source tree>)
-#   fetchcontent      the same with FetchContent_Declare(SOURCE_DIR <source tree>)
+#   fetchcontent      the same with README.md's FetchContent snippet (between
+#                     <!-- fetchcontent-snippet --> and <!-- /fetchcontent-snippet -->)
+#                     as it stands, but for GIT_REPOSITORY, pointed at the source
+#                     tree, and GIT_TAG, pointed at its HEAD commit: so the
+#                     committed state is tested, not uncommitted changes. The
+#                     README's own GIT_TAG must name a branch, tag or commit
+#                     of the checkout (unless it is shallow). Skipped (as
+#                     below) without git or when the source tree is not a
+#                     git checkout of its own.
 #   find_package      cmake --install <LOCKFILE_BINARY_DIR> into WORK_DIR/staged,
 #                     move that to WORK_DIR/prefix (the package must be
 #                     relocatable), then find_package(lockfile) from there.
@@ -186,6 +194,77 @@ if(MODE STREQUAL "pkg_config")
   endif()
 endif()
 
+# README.md's FetchContent snippet into <out_file>, GIT_REPOSITORY and GIT_TAG
+# replaced by <repository> and <commit>; <tag_out> gets the README's GIT_TAG.
+function(readme_fetchcontent_snippet out_file repository commit tag_out)
+  set(_readme "${LOCKFILE_SOURCE_DIR}/README.md")
+  file(READ "${_readme}" _text)
+  set(_open "<!-- fetchcontent-snippet")
+  set(_close "<!-- /fetchcontent-snippet -->")
+  string(FIND "${_text}" "${_open}" _begin)
+  string(FIND "${_text}" "${_close}" _end)
+  if(_begin EQUAL -1 OR _end LESS _begin)
+    message(FATAL_ERROR "[${MODE}] ${_readme} has no '${_open} ... -->' ... '${_close}' block")
+  endif()
+  math(EXPR _length "${_end} - ${_begin}")
+  string(SUBSTRING "${_text}" ${_begin} ${_length} _block)
+  string(REGEX MATCHALL "```" _fences "${_block}")
+  list(LENGTH _fences _fences)
+  if(NOT _fences EQUAL 2 OR NOT _block MATCHES "```cmake\n(.*)```")
+    message(FATAL_ERROR "[${MODE}] the fetchcontent-snippet block of ${_readme} must hold "
+                        "exactly one ```cmake code block")
+  endif()
+  set(_snippet "${CMAKE_MATCH_1}")
+  foreach(_key IN ITEMS GIT_REPOSITORY GIT_TAG)
+    string(REGEX MATCHALL "${_key}" _found "${_snippet}")
+    list(LENGTH _found _found)
+    if(NOT _found EQUAL 1)
+      message(FATAL_ERROR "[${MODE}] the README's FetchContent snippet must name ${_key} "
+                          "exactly once (found ${_found}):\n${_snippet}")
+    endif()
+  endforeach()
+  string(REGEX MATCH "GIT_TAG[ \t]+([^ \t\n)]+)" _ "${_snippet}")
+  set(${tag_out} "${CMAKE_MATCH_1}" PARENT_SCOPE)
+  string(REGEX REPLACE "GIT_REPOSITORY[ \t]+[^ \t\n)]+" "GIT_REPOSITORY \"${repository}\""
+         _snippet "${_snippet}")
+  string(REGEX REPLACE "GIT_TAG([ \t]+)[^ \t\n)]+" "GIT_TAG\\1${commit}" _snippet "${_snippet}")
+  file(WRITE "${out_file}" "${_snippet}")
+  message(STATUS "[${MODE}] README.md's snippet, pointed at ${repository} ${commit}:\n${_snippet}")
+endfunction()
+
+# git -C <source tree> <args...>: <out> gets stdout, <rc_out> the exit code.
+function(git_in_source out rc_out)
+  execute_process(COMMAND "${GIT}" -C "${LOCKFILE_SOURCE_DIR}" ${ARGN}
+    RESULT_VARIABLE _rc OUTPUT_VARIABLE _out ERROR_VARIABLE _err
+    OUTPUT_STRIP_TRAILING_WHITESPACE)
+  set(${out} "${_out}" PARENT_SCOPE)
+  set(${rc_out} "${_rc}" PARENT_SCOPE)
+endfunction()
+
+if(MODE STREQUAL "fetchcontent")
+  find_program(GIT NAMES git)
+  if(NOT GIT)
+    skip("git not found")
+    return()
+  endif()
+  git_in_source(_top _rc rev-parse --show-toplevel)
+  real_path(_top "${_top}")
+  real_path(_source "${LOCKFILE_SOURCE_DIR}")
+  if(NOT _rc STREQUAL "0" OR NOT _top STREQUAL _source)
+    skip("${LOCKFILE_SOURCE_DIR} is not a git checkout of its own")
+    return()
+  endif()
+  git_in_source(_commit _rc rev-parse --verify HEAD)
+  if(NOT _rc STREQUAL "0")
+    message(FATAL_ERROR "[${MODE}] git cannot read HEAD in ${LOCKFILE_SOURCE_DIR}")
+  endif()
+  git_in_source(_dirty _rc status --porcelain --untracked-files=no)
+  if(_dirty)
+    message(STATUS "[${MODE}] note: ${LOCKFILE_SOURCE_DIR} has uncommitted changes; "
+                   "this test fetches the commit ${_commit} without them")
+  endif()
+endif()
+
 # Two ctest runs in one build tree would share WORK_DIR: take turns.
 file(LOCK "${WORK_DIR}.lock" GUARD PROCESS TIMEOUT ${STEP_TIMEOUT} RESULT_VARIABLE _locked)
 if(NOT _locked STREQUAL "0")
@@ -216,8 +295,28 @@ if(NOT MODE STREQUAL "pkg_config")
     list(APPEND _configure -DLOCKFILE_CONSUME_MODE=subdirectory
                            "-DLOCKFILE_SOURCE_DIR=${LOCKFILE_SOURCE_DIR}")
   elseif(MODE STREQUAL "fetchcontent")
+    set(_snippet "${WORK_DIR}/fetchcontent_snippet.cmake")
+    readme_fetchcontent_snippet("${_snippet}" "${LOCKFILE_SOURCE_DIR}" "${_commit}" _readme_tag)
+    # What the README pins must exist: it once pinned v0.1.0, a tag that
+    # never was. A shallow checkout may lack it; then only say so.
+    git_in_source(_ignored _rc rev-parse --verify --quiet "${_readme_tag}^{commit}")
+    if(NOT _rc STREQUAL "0")
+      git_in_source(_ignored _rc rev-parse --verify --quiet "refs/remotes/origin/${_readme_tag}^{commit}")
+    endif()
+    if(NOT _rc STREQUAL "0")
+      git_in_source(_shallow _ignored rev-parse --is-shallow-repository)
+      if(_shallow STREQUAL "true")
+        message(STATUS "[${MODE}] note: this shallow checkout cannot tell whether the "
+                       "README's GIT_TAG ${_readme_tag} exists")
+      else()
+        message(FATAL_ERROR "[${MODE}] README.md's FetchContent snippet pins GIT_TAG "
+                            "${_readme_tag}, which is no branch, tag or commit of ${LOCKFILE_SOURCE_DIR}")
+      endif()
+    endif()
     list(APPEND _configure -DLOCKFILE_CONSUME_MODE=fetchcontent
-                           "-DLOCKFILE_SOURCE_DIR=${LOCKFILE_SOURCE_DIR}")
+                           "-DLOCKFILE_SOURCE_DIR=${LOCKFILE_SOURCE_DIR}"
+                           "-DLOCKFILE_FETCHCONTENT_SNIPPET=${_snippet}"
+                           "-DLOCKFILE_EXPECT_COMMIT=${_commit}")
   else()
     install_and_relocate(_prefix)
     list(APPEND _configure -DLOCKFILE_CONSUME_MODE=find_package

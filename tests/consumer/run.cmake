@@ -38,7 +38,7 @@
 # the same WORK_DIR apart. Installing writes install_manifest.txt into
 # LOCKFILE_BINARY_DIR, so installs take turns too (a lock file under its
 # CMakeFiles/; CTest's RESOURCE_LOCK keeps them from queueing there).
-cmake_minimum_required(VERSION 3.20)
+cmake_minimum_required(VERSION 3.22)
 
 set(CONSUMER_DIR "${CMAKE_CURRENT_LIST_DIR}")
 set(STEP_TIMEOUT 200)  # seconds, per configure/build/run step

@@ -8,7 +8,7 @@
 #   cmake -DCXX_COMPILER=<path> -DCXX_COMPILER_ID=<GNU|Clang|MSVC|...>
 #         -DINCLUDE_DIR=<lockfile's include/> [-DCXX_FLAGS=<CMAKE_CXX_FLAGS>]
 #         -P check.cmake
-cmake_minimum_required(VERSION 3.20)
+cmake_minimum_required(VERSION 3.22)
 
 foreach(_var IN ITEMS CXX_COMPILER CXX_COMPILER_ID INCLUDE_DIR)
   if(NOT DEFINED ${_var} OR "${${_var}}" STREQUAL "")

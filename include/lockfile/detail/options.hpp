@@ -73,7 +73,7 @@ inline std::string millis(std::chrono::milliseconds value) {
 inline std::string octal(std::intmax_t value) {
   if (value < 0) return std::to_string(value);
   char digits[24] = {};  // 2^63 needs 21 octal digits
-  const auto end = std::to_chars(std::begin(digits), std::end(digits), value, 8).ptr;
+  char* const end = std::to_chars(std::begin(digits), std::end(digits), value, 8).ptr;
   return "0" + std::string(std::begin(digits), end);
 }
 

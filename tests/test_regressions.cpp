@@ -484,3 +484,14 @@ TEST_CASE("regression: a lock file path ending in '/' is refused naming the path
   CHECK_THAT(message, lockfile_test::contains_substring("lock file path is empty"));
   CHECK_THAT(message, !lockfile_test::contains_substring("lock_file"));
 }
+
+TEST_CASE("regression: inspect() refuses a path that names no file like the PIDLock constructor") {
+  // inspect("dir/") judged "dir/" as a missing file and answered free, so
+  // `lockrun --status dir/` said a lock was free that nobody could take.
+  temp_dir dir;
+  const auto slash = (dir / "locks").string() + "/";
+  fs::create_directory(dir / "locks");
+  CHECK_THROWS_AS(lockfile::inspect(slash), std::invalid_argument);
+  CHECK_THROWS_AS(lockfile::inspect(dir / "locks" / ".."), std::invalid_argument);
+  CHECK_THROWS_AS(lockfile::inspect(""), std::invalid_argument);
+}

@@ -714,6 +714,12 @@ TEST_CASE("lockrun rejects bad usage with exit 64, a one-line error and the usag
       {{"--status", "--stale", "-3", lock}, "invalid value '-3' for --stale"},
       {{"--hold-for=1:2", lock, "--", "touch", marker}, "--hold-for is lockrun's own"},
       {{(dir / "sub/").string(), "--", "touch", marker}, "does not name a file"},
+      // Every mode refuses it so, naming it as given.
+      {{"--status", (dir / "sub/").string()}, "path '" + (dir / "sub/").string() + "' does not name a file"},
+      {{"--holder", (dir / "sub/").string()}, "path '" + (dir / "sub/").string() + "' does not name a file"},
+      {{"--hold", (dir / "sub/").string()}, "path '" + (dir / "sub/").string() + "' does not name a file"},
+      {{"--release", (dir / "sub/").string()}, "path '" + (dir / "sub/").string() + "' does not name a file"},
+      {{"--hold", "sub/"}, "path 'sub/' does not name a file"},
   };
   for (const auto& c : cases) {
     CAPTURE(c.args);

@@ -354,6 +354,9 @@ int release(const config& cfg) {
   } catch (const std::filesystem::filesystem_error& e) {
     say(std::string("cannot inspect the lock: ") + e.what());
     return exit_status_for(e.code());
+  } catch (const std::exception& e) {
+    say(std::string("cannot inspect the lock: ") + e.what());
+    return exit_os_error;
   }
   if (status.state == lockfile::LockState::foreign) {
     say(cfg.lock_file + ": exists and is not a lock file; refusing to touch it");

@@ -65,6 +65,14 @@ int main(int argc, char** argv) {
     return 0;
   }
   resolve_lock_file(cfg);
+  try {
+    // A FILE that names no file ("dir/") is bad usage in every mode; the
+    // library says why, in terms of the path as given.
+    const lockfile::PIDLock probe(cfg.lock_file, lock_options(cfg));
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "lockrun: %s\n%s", e.what(), usage_text);
+    return exit_usage;
+  }
   switch (cfg.what) {
     case mode::status: return print_status(cfg);
     case mode::holder: return print_holder(cfg);

@@ -1704,7 +1704,7 @@ TEST_CASE("lockrun --hold interrupted while waiting takes no lock later", "[lock
   CHECK(shell.finish() == 0);
 }
 
-TEST_CASE("lockrun --hold in a subshell is flock's ( flock -n 9 || exit 1; ... ) 9>FILE", "[lockrun][hold][flock]") {
+TEST_CASE("lockrun --hold in a subshell is flock's ( flock -n 9 || exit 1 ... ) 9>FILE idiom", "[lockrun][hold][flock]") {
   temp_dir dir;
   const auto lock = dir / "job.lock";
   const std::string script = "( \"$0\" -n --hold \"$1\" || exit 1; echo \"under the lock\"; \"$0\" --status \"$1\" >/dev/null; echo \"status $?\" ); echo \"subshell $?\"";

@@ -1527,7 +1527,11 @@ TEST_CASE("lockrun --hold without pidfds watches the shell by polling, and --rel
   const auto lock = dir / "job.lock";
   // The shim makes pidfd_open and pidfd_send_signal fail with ENOSYS in the
   // shell, lockrun and its background holder (a kernel before 5.3).
-  lockrun_process shell({"LD_PRELOAD=" LOCKFILE_NO_PIDFD_SHIM, "/bin/sh", "-c",
+  // Under ASan, a shim preloaded ahead of its runtime is allowed only with
+  // verify_asan_link_order=0 (else every process aborts at start).
+  const char* asan = std::getenv("ASAN_OPTIONS");
+  const std::string asan_options = "ASAN_OPTIONS=" + std::string(asan ? asan : "") + ":verify_asan_link_order=0";
+  lockrun_process shell({"LD_PRELOAD=" LOCKFILE_NO_PIDFD_SHIM, asan_options, "/bin/sh", "-c",
                          "\"$0\" --hold \"$1\" || exit 9; \"$0\" --release \"$1\"; echo \"release $?\"\n"
                          "\"$0\" --hold \"$1\" || exit 9; echo \"held $$\"; read line; exit 0",
                          LOCKFILE_LOCKRUN, lock.string()},

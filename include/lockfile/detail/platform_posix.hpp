@@ -1077,9 +1077,9 @@ class directory_watch final : public fork_sensitive {
   void drop_locked(interest& who) {
     if (who.wd < 0) return;
     std::erase(interests_, &who);
+#if defined(LOCKFILE_LINUX_EXTRAS)
     const bool shared = std::any_of(interests_.begin(), interests_.end(),
                                     [&](const interest* other) { return other->wd == who.wd; });
-#if defined(LOCKFILE_LINUX_EXTRAS)
     if (!shared && inotify_) ::inotify_rm_watch(inotify_.get(), who.wd);
 #endif
     who.wd = -1;

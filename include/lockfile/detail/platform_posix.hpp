@@ -597,12 +597,20 @@ inline observed_file observe_file(const std::filesystem::path& path, fs_path kin
     return out;
   }
   if ((out.error = vanished_as_enoent(stat_fd(handle.get(), out.facts)))) return out;
-  if (out.facts.symlink) {  // O_PATH|O_NOFOLLOW names the link itself
-    out.error = errno_code(ELOOP);
+#else
+  // Without O_PATH: the type by name, never following a link. Should the
+  // name be swapped between this look and the open below, O_NONBLOCK keeps
+  // that open from hanging and the fstat after it refuses the new type.
+  if ((out.error = vanished_as_enoent(stat_path(path, out.facts)))) {
     out.operation = "open lock file";
     return out;
   }
 #endif
+  if (out.facts.symlink) {  // O_PATH|O_NOFOLLOW (or lstat) names the link itself
+    out.error = errno_code(ELOOP);
+    out.operation = "open lock file";
+    return out;
+  }
   const auto refuse_type = [&] {
     if (out.facts.directory) {
       out.error = errno_code(EISDIR);
@@ -615,9 +623,7 @@ inline observed_file observe_file(const std::filesystem::path& path, fs_path kin
     }
     return false;
   };
-#if defined(LOCKFILE_LINUX_EXTRAS) && defined(O_PATH)
-  if (refuse_type()) return out;
-#endif
+  if (refuse_type()) return out;  // before any open that could block or act
   // Read-write where permitted: NFS emulates flock with POSIX locks, which
   // need a writable descriptor. O_NONBLOCK: should the name be swapped for a
   // FIFO in between, it must not hang us.

@@ -1110,11 +1110,19 @@ class wait_channel final : public fork_sensitive {
     wake_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
 #else
     int fds[2];
-    if (::pipe(fds) == 0) {  // no pipe2 everywhere; the CLOEXEC window is brief
+#if defined(__APPLE__)
+    // macOS has no pipe2: close-on-exec follows at once, and a fork and exec
+    // by another thread in that moment inherits both ends.
+    if (::pipe(fds) == 0) {
       for (const int fd : fds) {
         ::fcntl(fd, F_SETFD, FD_CLOEXEC);
         ::fcntl(fd, F_SETFL, O_NONBLOCK);
       }
+#else
+    // pipe2 (POSIX.1-2024; Linux, the BSDs, illumos): close-on-exec from the
+    // start, so no fork and exec by another thread can inherit it.
+    if (::pipe2(fds, O_CLOEXEC | O_NONBLOCK) == 0) {
+#endif
       wake_read_.reset(fds[0]);
       wake_.reset(fds[1]);
     }

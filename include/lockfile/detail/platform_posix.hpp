@@ -1013,6 +1013,7 @@ class directory_watch final : public fork_sensitive {
 
   // Watches dir for who; false when there is no watch (no inotify, or the
   // watch failed): the waiter then relies on its poll period.
+  // NOLINTNEXTLINE(readability-convert-member-functions-to-static): static only without inotify
   bool subscribe(interest& who, const std::filesystem::path& dir) {
 #if defined(LOCKFILE_LINUX_EXTRAS)
     std::lock_guard guard(mutex_);

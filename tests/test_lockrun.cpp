@@ -1,4 +1,4 @@
-// lockrun, the command-line tool (examples/lockrun.cpp), driven as a user
+// lockrun, the command-line tool (examples/lockrun/), driven as a user
 // would drive it: the built binary is started with pipes for its stdin,
 // stdout and stderr, signalled with real signals, and judged by its exit
 // status and output. Synchronization is by output ("ready" lines) and by
@@ -9,13 +9,14 @@
 #ifndef LOCKFILE_LOCKRUN
 
 TEST_CASE("lockrun tests need the lockrun example", "[lockrun]") {
-  LOCKFILE_SKIP("built without examples/lockrun.cpp (LOCKFILE_BUILD_EXAMPLES is OFF)");
+  LOCKFILE_SKIP("built without examples/lockrun/ (LOCKFILE_BUILD_EXAMPLES is OFF)");
 }
 
 #else
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -23,6 +24,7 @@ TEST_CASE("lockrun tests need the lockrun example", "[lockrun]") {
 #include <algorithm>
 #include <cctype>
 #include <map>
+#include <memory>
 #include <optional>
 #include <regex>
 #include <sstream>
@@ -54,9 +56,10 @@ std::string read_proc_file(const fs::path& path) {
 // the ignored signals lockrun starts with.
 class lockrun_process {
  public:
+  // `program` other than lockrun: a shell that runs lockrun, or flock(1).
   explicit lockrun_process(const std::vector<std::string>& args, const std::vector<int>& blocked = {},
-                           const std::vector<int>& ignored = {}) {
-    std::vector<std::string> argv_strings{LOCKFILE_LOCKRUN};
+                           const std::vector<int>& ignored = {}, const std::string& program = LOCKFILE_LOCKRUN) {
+    std::vector<std::string> argv_strings{program};
     argv_strings.insert(argv_strings.end(), args.begin(), args.end());
     std::vector<char*> argv;
     for (auto& s : argv_strings) argv.push_back(s.data());
@@ -220,6 +223,13 @@ struct run_result {
 
 run_result run_lockrun(const std::vector<std::string>& args) {
   lockrun_process p(args);
+  p.close_stdin();
+  const int code = p.finish();
+  return {code, p.out(), p.err()};
+}
+
+run_result run_program(const std::string& program, const std::vector<std::string>& args) {
+  lockrun_process p(args, {}, {}, program);
   p.close_stdin();
   const int code = p.finish();
   return {code, p.out(), p.err()};
@@ -401,7 +411,7 @@ TEST_CASE("lockrun exits 128+N when the command dies of signal N", "[lockrun]") 
   }
 }
 
-TEST_CASE("lockrun gives the conflict exit code when the lock is held, without running the command",
+TEST_CASE("lockrun -n gives the conflict exit code when the lock is held, without running the command",
           "[lockrun]") {
   temp_dir dir;
   const auto lock = dir / "job.lock";
@@ -411,24 +421,35 @@ TEST_CASE("lockrun gives the conflict exit code when the lock is held, without r
   const auto before = read_file(lock);
   const std::vector<std::string> command{"--", "touch", marker};
 
-  SECTION("default 75, and the message names the holder") {
-    const auto r = run_lockrun(concat({lock.string()}, command));
-    CHECK(r.exit == 75);
+  SECTION("default 1 and silent, as flock(1)") {
+    for (const auto& option : {"-n", "--nonblock", "--nb", "--nonblocking", "--nonb"}) {
+      CAPTURE(option);
+      const auto r = run_lockrun(concat({option, lock.string()}, command));
+      CHECK(r.exit == 1);
+      CHECK(r.out.empty());
+      CHECK(r.err.empty());
+    }
+  }
+  SECTION("--verbose says so and names the holder, on one line") {
+    const auto r = run_lockrun(concat({"-n", "--verbose", lock.string()}, command));
+    CHECK(r.exit == 1);
     CHECK(r.out.empty());
-    CHECK_THAT(r.err, starts_with("lockrun: "));
-    CHECK_THAT(r.err, contains_substring("held by pid " + std::to_string(holder.pid())));
+    CHECK_THAT(r.err, starts_with("lockrun: failed to get lock: " + lock.string() + " is held by pid " +
+                                  std::to_string(holder.pid()) + " ("));
+    CHECK_THAT(r.err, contains_substring(" on host " + host_name() + ", last heartbeat "));
     CHECK(lines_of(r.err).size() == 1);
   }
   SECTION("-E and --conflict-exit-code choose the code, 0 included") {
-    CHECK(run_lockrun(concat({"-E", "3", lock.string()}, command)).exit == 3);
-    CHECK(run_lockrun(concat({lock.string(), "--conflict-exit-code=0"}, command)).exit == 0);
-    CHECK(run_lockrun(concat({"-E200", lock.string()}, command)).exit == 200);
+    CHECK(run_lockrun(concat({"-n", "-E", "3", lock.string()}, command)).exit == 3);
+    CHECK(run_lockrun(concat({"-n", lock.string(), "--conflict-exit-code=0"}, command)).exit == 0);
+    CHECK(run_lockrun(concat({"-nE200", lock.string()}, command)).exit == 200);
+    CHECK(run_lockrun(concat({"--conf=7", "-n", lock.string()}, command)).exit == 7);  // abbreviated
   }
-  SECTION("-q silences the message") {
-    const auto r = run_lockrun(concat({"-q", lock.string()}, command));
-    CHECK(r.exit == 75);
+  SECTION("-q is the default, and cancels an earlier --verbose") {
+    const auto r = run_lockrun(concat({"--verbose", "-q", "-n", lock.string()}, command));
+    CHECK(r.exit == 1);
     CHECK(r.err.empty());
-    const auto clustered = run_lockrun(concat({"-qE", "9", lock.string()}, command));
+    const auto clustered = run_lockrun(concat({"-nqE", "9", lock.string()}, command));
     CHECK(clustered.exit == 9);
     CHECK(clustered.err.empty());
   }
@@ -446,12 +467,12 @@ TEST_CASE("lockrun holds the lock against a second lockrun for as long as the co
   lockrun_process first({lock, "--", "sh", "-c", "echo ready; read line; exit 7"});
   REQUIRE(first.wait_for_stdout("ready"));
 
-  const auto second = run_lockrun({lock, "--", "true"});
-  CHECK(second.exit == 75);
+  const auto second = run_lockrun({"-n", "--verbose", lock, "--", "true"});
+  CHECK(second.exit == 1);
   CHECK_THAT(second.err, contains_substring("held by pid " + std::to_string(first.pid())));
 
   const auto status = run_lockrun({"--status", lock});
-  CHECK(status.exit == 0);
+  CHECK(status.exit == 1);
   const auto json = parse_flat_json(status.out);
   REQUIRE(json);
   CHECK(json->at("pid") == std::to_string(first.pid()));
@@ -462,15 +483,16 @@ TEST_CASE("lockrun holds the lock against a second lockrun for as long as the co
   CHECK(run_lockrun({lock, "--", "true"}).exit == 0);
 }
 
-TEST_CASE("lockrun --wait and --timeout take the lock once the holder releases it", "[lockrun]") {
+TEST_CASE("lockrun waits by default, or -w seconds, and takes the lock once the holder releases it", "[lockrun]") {
   temp_dir dir;
   const auto lock = dir / "job.lock";
   holder_process holder(lock);
   REQUIRE(holder.acquired());
 
-  const auto option = GENERATE(as<std::vector<std::string>>{}, std::vector<std::string>{"-w"},
-                               std::vector<std::string>{"--wait"}, std::vector<std::string>{"-t", "60"},
-                               std::vector<std::string>{"--timeout=60.5"});
+  const auto option = GENERATE(as<std::vector<std::string>>{}, std::vector<std::string>{"-w", "60"},
+                               std::vector<std::string>{"--wait", "60"}, std::vector<std::string>{"-t", "60"},
+                               std::vector<std::string>{"--timeout=60.5"}, std::vector<std::string>{"-w60"},
+                               std::vector<std::string>{"-x"}, std::vector<std::string>{"-e", "-o"});
   CAPTURE(option);
   lockrun_process waiter(concat(option, {lock.string(), "--", "sh", "-c", "echo ran; cat \"$0\"", lock.string()}));
   waiter.close_stdin();
@@ -491,40 +513,60 @@ TEST_CASE("lockrun --wait and --timeout take the lock once the holder releases i
   CHECK_FALSE(fs::exists(lock));
 }
 
-TEST_CASE("lockrun --timeout gives up with the conflict code after about the timeout", "[lockrun]") {
+TEST_CASE("lockrun -w gives up with the conflict code after about the timeout", "[lockrun]") {
   temp_dir dir;
   const auto lock = dir / "job.lock";
   const auto marker = (dir / "ran").string();
   holder_process holder(lock);
   REQUIRE(holder.acquired());
 
-  SECTION("default code, with a message") {
-    lockrun_process p({"--timeout", "0.3", lock.string(), "--", "touch", marker});
-    p.close_stdin();
-    CHECK(p.finish() == 75);
-    CHECK(p.elapsed() >= 300ms);
-    CHECK(p.elapsed() < 15s);  // generous: a loaded machine
-    CHECK_THAT(p.err(), starts_with("lockrun: timed out after 0.3 s"));
-    CHECK_THAT(p.err(), contains_substring("held by pid " + std::to_string(holder.pid())));
+  SECTION("default code 1, silently") {
+    for (const auto& option : {"-w", "--wait", "--timeout", "-t"}) {
+      CAPTURE(option);
+      lockrun_process p({option, "0.2", lock.string(), "--", "touch", marker});
+      p.close_stdin();
+      CHECK(p.finish() == 1);
+      CHECK(p.elapsed() >= 200ms);
+      CHECK(p.elapsed() < 15s);  // generous: a loaded machine
+      CHECK(p.err().empty());
+    }
   }
-  SECTION("-E code, quietly") {
-    lockrun_process p({"-q", "-E", "9", "-t", ".2", lock.string(), "--", "touch", marker});
+  SECTION("--verbose: that it waits, for whom, and the timeout") {
+    lockrun_process p({"--verbose", "--timeout", "0.3", lock.string(), "--", "touch", marker});
+    p.close_stdin();
+    CHECK(p.finish() == 1);
+    CHECK(p.elapsed() >= 300ms);
+    const auto lines = lines_of(p.err());
+    REQUIRE(lines.size() == 2);
+    const auto held_by = lock.string() + " is held by pid " + std::to_string(holder.pid()) + " (";
+    CHECK_THAT(lines[0], starts_with("lockrun: " + held_by));
+    CHECK_THAT(lines[0], ends_with("; waiting at most 0.3 s"));
+    CHECK_THAT(lines[1], starts_with("lockrun: timeout while waiting to get lock: " + held_by));
+  }
+  SECTION("-E code") {
+    lockrun_process p({"-E", "9", "-w", ".2", lock.string(), "--", "touch", marker});
     p.close_stdin();
     CHECK(p.finish() == 9);
     CHECK(p.elapsed() >= 200ms);
     CHECK(p.err().empty());
   }
-  SECTION("a timeout of 0 is one attempt") {
-    lockrun_process p({"-t", "0", lock.string(), "--", "touch", marker});
+  SECTION("a timeout of 0 is one attempt, as -n") {
+    lockrun_process p({"-w", "0", lock.string(), "--", "touch", marker});
     p.close_stdin();
-    CHECK(p.finish() == 75);
+    CHECK(p.finish() == 1);
+    CHECK(p.elapsed() < 15s);
+  }
+  SECTION("-n wins over -w, as in flock") {
+    lockrun_process p({"-w", "60", "-n", lock.string(), "--", "touch", marker});
+    p.close_stdin();
+    CHECK(p.finish() == 1);
     CHECK(p.elapsed() < 15s);
   }
   CHECK_FALSE(fs::exists(marker));
   CHECK(holder.finish() == 0);
 }
 
-TEST_CASE("lockrun --status prints the state as one JSON object and exits 0 held, 1 free, 2 stale",
+TEST_CASE("lockrun --status prints the state as one JSON object and exits 0 free, 1 held, 2 stale",
           "[lockrun]") {
   temp_dir dir;
   const auto lock = dir / "job.lock";
@@ -544,7 +586,7 @@ TEST_CASE("lockrun --status prints the state as one JSON object and exits 0 held
 
   SECTION("free: no file") {
     const auto [code, json] = status_of();
-    CHECK(code == 1);
+    CHECK(code == 0);
     CHECK(json.at("state") == "free");
     CHECK(json.at("validRecord") == "false");
     for (const char* key : {"pid", "host", "ownerID", "heartbeatAgeMs"}) CHECK(json.at(key) == "null");
@@ -555,7 +597,7 @@ TEST_CASE("lockrun --status prints the state as one JSON object and exits 0 held
     const auto lease = lockfile::parse_lease(read_file(lock));
     REQUIRE(lease);
     const auto [code, json] = status_of();
-    CHECK(code == 0);
+    CHECK(code == 1);
     CHECK(json.at("state") == "held");
     CHECK(json.at("validRecord") == "true");
     CHECK(json.at("pid") == std::to_string(holder.pid()));
@@ -580,7 +622,7 @@ TEST_CASE("lockrun --status prints the state as one JSON object and exits 0 held
     CHECK(age < 70000);
     SECTION("--stale longer than its age makes it held") {
       const auto [held_exit, held_json] = status_of({"--stale", "30"});
-      CHECK(held_exit == 0);
+      CHECK(held_exit == 1);
       CHECK(held_json.at("state") == "held");
     }
     CHECK(read_file(lock).find("old-owner") != std::string::npos);  // --status changes nothing
@@ -590,7 +632,7 @@ TEST_CASE("lockrun --status prints the state as one JSON object and exits 0 held
     // is foreign: see below).
     write_file(lock, "{\"version\":1,\"own");
     const auto [code, json] = status_of();
-    CHECK(code == 0);
+    CHECK(code == 1);
     CHECK(json.at("state") == "held");
     CHECK(json.at("validRecord") == "false");
     CHECK(json.at("pid") == "null");
@@ -605,7 +647,7 @@ TEST_CASE("lockrun --status escapes the path and reads a lock held by lockrun", 
   lockrun_process holder({lock, "--", "sh", "-c", "echo ready; read line; exit 0"});
   REQUIRE(holder.wait_for_stdout("ready"));
   const auto r = run_lockrun({"--status", lock});
-  CHECK(r.exit == 0);
+  CHECK(r.exit == 1);
   const auto json = parse_flat_json(r.out);
   REQUIRE(json);
   CHECK(json->at("path") == lock);
@@ -624,21 +666,26 @@ TEST_CASE("lockrun rejects bad usage with exit 64, a one-line error and the usag
     std::string error;  // expected in the one-line error
   };
   const std::vector<usage_case> cases = {
-      {{}, "missing LOCKFILE"},
-      {{lock}, "missing '--' and COMMAND"},
-      {{lock, "touch", marker}, "unexpected argument 'touch'"},
-      {{lock, "--"}, "missing COMMAND after '--'"},
-      {{"--", "touch", marker}, "missing LOCKFILE"},
+      {{}, "missing FILE"},
+      {{lock}, "missing COMMAND after FILE"},
+      {{lock, "--"}, "missing COMMAND after FILE"},
+      {{"--", lock}, "missing COMMAND after FILE"},
+      {{"-n", lock}, "missing COMMAND after FILE"},
       {{"--frobnicate", lock, "--", "touch", marker}, "unknown option '--frobnicate'"},
       {{"-z", lock, "--", "touch", marker}, "unknown option '-z'"},
-      {{"-wz", lock, "--", "touch", marker}, "unknown option '-z'"},
-      {{"--wait=yes", lock, "--", "touch", marker}, "option --wait takes no value"},
+      {{"-nz", lock, "--", "touch", marker}, "unknown option '-z'"},
+      {{lock, "-z", "touch", marker}, "unknown option '-z'"},  // options go on after FILE
+      {{"--st", lock}, "option '--st' is ambiguous (--stale, --status)"},
+      {{"--nonblock=yes", lock, "--", "touch", marker}, "option --nonblock takes no value"},
+      {{lock, "-w"}, "option -w needs a value"},
       {{lock, "-t"}, "option -t needs a value"},
-      {{"-t", "abc", lock, "--", "touch", marker}, "invalid value 'abc' for -t"},
+      {{"-w", "abc", lock, "--", "touch", marker}, "invalid value 'abc' for -w"},
+      {{"-w", lock, "--", "touch", marker}, "invalid value '" + lock + "' for -w"},  // -w takes a value, as flock
       {{"-t", "-1", lock, "--", "touch", marker}, "invalid value '-1' for -t"},
-      {{"-t", "nan", lock, "--", "touch", marker}, "invalid value 'nan' for -t"},
-      {{"-t", "1s", lock, "--", "touch", marker}, "invalid value '1s' for -t"},
+      {{"-w", "nan", lock, "--", "touch", marker}, "invalid value 'nan' for -w"},
+      {{"-w", "1s", lock, "--", "touch", marker}, "invalid value '1s' for -w"},
       {{"--timeout=", lock, "--", "touch", marker}, "invalid value '' for --timeout"},
+      {{"--wait=x", lock, "--", "touch", marker}, "invalid value 'x' for --wait"},
       {{"--stale", "0", lock, "--", "touch", marker}, "invalid value '0' for --stale"},
       {{"--stale", "1e9", lock, "--", "touch", marker}, "invalid value '1e9' for --stale"},
       {{"--heartbeat", "0", lock, "--", "touch", marker}, "invalid value '0' for --heartbeat"},
@@ -653,11 +700,26 @@ TEST_CASE("lockrun rejects bad usage with exit 64, a one-line error and the usag
       {{"--kill-after", "5s", lock, "--", "touch", marker}, "invalid value '5s' for --kill-after"},
       {{"--kill-after=1e9", lock, "--", "touch", marker}, "invalid value '1e9' for --kill-after"},
       {{lock, "--kill-after"}, "option --kill-after needs a value"},
-      {{"--status"}, "missing LOCKFILE"},
+      {{"-c", "touch " + marker, lock}, "-c must follow FILE"},
+      {{lock, "-c"}, "option -c needs a value"},
+      {{lock, "-c", "touch " + marker, "extra"}, "-c requires exactly one command argument"},
+      {{lock, "--command", "touch " + marker, "-n"}, "--command requires exactly one command argument"},
+      {{"--status"}, "missing FILE"},
       {{"--status", lock, "--", "touch", marker}, "--status takes no COMMAND"},
+      {{"--holder", lock, "touch", marker}, "--holder takes no COMMAND"},
+      {{"--hold", lock, "touch", marker}, "--hold takes no COMMAND"},
+      {{"--release", lock, "-c", "touch " + marker}, "--release takes no COMMAND"},
+      {{"--status", "--hold", lock}, "--status and --hold cannot be used together"},
+      {{"--hold", "--on-lost", "kill", lock}, "--hold has none"},
       {{"--status", "--stale", "-3", lock}, "invalid value '-3' for --stale"},
-      {{lock, lock, "--", "touch", marker}, "unexpected argument"},
+      {{"--hold-for=1:2", lock, "--", "touch", marker}, "--hold-for is lockrun's own"},
       {{(dir / "sub/").string(), "--", "touch", marker}, "does not name a file"},
+      // Every mode refuses it so, naming it as given.
+      {{"--status", (dir / "sub/").string()}, "path '" + (dir / "sub/").string() + "' does not name a file"},
+      {{"--holder", (dir / "sub/").string()}, "path '" + (dir / "sub/").string() + "' does not name a file"},
+      {{"--hold", (dir / "sub/").string()}, "path '" + (dir / "sub/").string() + "' does not name a file"},
+      {{"--release", (dir / "sub/").string()}, "path '" + (dir / "sub/").string() + "' does not name a file"},
+      {{"--hold", "sub/"}, "path 'sub/' does not name a file"},
   };
   for (const auto& c : cases) {
     CAPTURE(c.args);
@@ -675,18 +737,24 @@ TEST_CASE("lockrun rejects bad usage with exit 64, a one-line error and the usag
 }
 
 TEST_CASE("lockrun --help and --version print to stdout and exit 0", "[lockrun]") {
-  for (const char* flag : {"-h", "--help"}) {
+  for (const char* flag : {"-h", "--help", "--hel"}) {
     const auto r = run_lockrun({flag});
     CHECK(r.exit == 0);
-    CHECK_THAT(r.out, starts_with("Usage: lockrun [OPTIONS] LOCKFILE -- COMMAND [ARG...]\n"));
-    for (const char* option : {"--wait", "--timeout", "--stale", "--heartbeat", "--conflict-exit-code",
-                               "--on-lost", "--kill-after", "--quiet", "--status", "--version"})
+    CHECK_THAT(r.out, starts_with("Usage: lockrun [OPTIONS] FILE COMMAND [ARG...]\n"
+                                  "       lockrun [OPTIONS] FILE -c 'COMMAND STRING'\n"));
+    for (const char* option :
+         {"--nonblock", "--wait", "--timeout", "--conflict-exit-code", "--exclusive", "--close", "--command",
+          "--verbose", "--shared", "--unlock", "--no-fork", "--stale", "--heartbeat", "--on-lost", "--kill-after",
+          "--quiet", "--status", "--holder", "--hold", "--release", "--version", "-t SECONDS"})
       CHECK_THAT(r.out, contains_substring(option));
+    CHECK(r.out.find("--hold-for") == std::string::npos);  // internal
     CHECK(r.err.empty());
   }
-  const auto version = run_lockrun({"--version"});
-  CHECK(version.exit == 0);
-  CHECK(version.out == std::string("lockrun (lockfile) ") + LOCKFILE_VERSION + "\n");
+  for (const char* flag : {"-V", "--version"}) {
+    const auto version = run_lockrun({flag});
+    CHECK(version.exit == 0);
+    CHECK(version.out == std::string("lockrun (lockfile) ") + LOCKFILE_VERSION + "\n");
+  }
   // --help wins over what follows it
   CHECK(run_lockrun({"--help", "--frobnicate"}).exit == 0);
 }
@@ -780,7 +848,7 @@ TEST_CASE("lockrun stops waiting on SIGTERM, exits 143 and leaves the holder alo
   const auto marker = (dir / "ran").string();
   holder_process holder(lock);
   REQUIRE(holder.acquired());
-  lockrun_process p({"-w", lock.string(), "--", "touch", marker});
+  lockrun_process p({lock.string(), "--", "touch", marker});  // waits, by default
   p.close_stdin();
   // Signal once lockrun has its handlers (its wait is then cancellable).
   const auto status_file = "/proc/" + std::to_string(p.pid()) + "/status";
@@ -870,11 +938,25 @@ TEST_CASE("lockrun acts on a lost lease as --on-lost says", "[lockrun]") {
 TEST_CASE("lockrun does not let the command inherit the lock's descriptor", "[lockrun]") {
   temp_dir dir;
   const auto lock = dir / "job.lock";
-  const auto wait_option = GENERATE(as<std::string>{}, "-q", "-w");  // -w also opens the waiting machinery
-  CAPTURE(wait_option);
+  // Contended: lockrun takes the lock after waiting, which opens the
+  // waiting machinery (a thread, inotify, a pidfd on the holder).
+  const bool contended = GENERATE(false, true);
+  CAPTURE(contended);
+  std::optional<holder_process> holder;
+  if (contended) holder.emplace(lock);
+  const auto start = [&](const std::vector<std::string>& command) {
+    auto p = std::make_unique<lockrun_process>(concat({"--verbose", lock.string(), "--"}, command));
+    if (contended) {
+      REQUIRE(holder->acquired());
+      REQUIRE(p->wait_for_stderr("; waiting"));
+      CHECK(holder->finish() == 0);
+    }
+    return p;
+  };
 
   SECTION("the command has no descriptor on the lock file, lockrun has one") {
-    lockrun_process p({wait_option, lock.string(), "--", "sh", "-c", "echo ready $$; read line; exit 0"});
+    const auto started = start({"sh", "-c", "echo ready $$; read line; exit 0"});
+    auto& p = *started;
     REQUIRE(p.wait_for_stdout("\n"));
     const auto words = lines_of(p.out()).at(0);
     REQUIRE_THAT(words, starts_with("ready "));
@@ -893,7 +975,8 @@ TEST_CASE("lockrun does not let the command inherit the lock's descriptor", "[lo
   SECTION("the command gets exactly stdin, stdout and stderr") {
     // The test closes everything above 2 before starting lockrun, so any
     // other descriptor came from lockrun or the library.
-    lockrun_process p({wait_option, lock.string(), "--", LOCKFILE_TEST_HELPER, "fds"});
+    const auto started = start({LOCKFILE_TEST_HELPER, "fds"});
+    auto& p = *started;
     p.close_stdin();
     CHECK(p.finish() == 0);
     std::vector<std::string> numbers;
@@ -956,18 +1039,27 @@ TEST_CASE("a command does not outlive a lockrun killed with SIGKILL", "[lockrun]
 }
 #endif
 
-TEST_CASE("lockrun exits 74 when the lock file cannot be used", "[lockrun]") {
+TEST_CASE("lockrun exits 66 when the lock file cannot be opened or created, as flock(1)", "[lockrun]") {
   temp_dir dir;
-  fs::create_directory(dir / "a-directory");
-  const auto path = (dir / "a-directory").string();
-  const auto run = run_lockrun({path, "--", "true"});
-  CHECK(run.exit == 74);
-  CHECK_THAT(run.err, starts_with("lockrun: cannot take the lock: "));
-  const auto status = run_lockrun({"--status", path});
-  CHECK(status.exit == 74);
-  CHECK(status.out.empty());
-  CHECK_THAT(status.err, starts_with("lockrun: "));
-  CHECK(fs::is_directory(path));
+  write_file(dir / "regular", "");
+  fs::create_symlink(dir / "regular", dir / "link");
+  ::mkfifo((dir / "fifo").c_str(), 0644);
+  for (const auto& [path, error] :
+       {std::pair{dir / "regular" / "x.lock", "Not a directory"}, std::pair{dir / "link", "symbolic links"},
+        std::pair{dir / "fifo", "not a regular file"}}) {
+    CAPTURE(path);
+    const auto run = run_lockrun({path.string(), "--", "touch", (dir / "ran").string()});
+    CHECK(run.exit == 66);
+    CHECK_THAT(run.err, starts_with("lockrun: cannot take the lock: "));
+    CHECK_THAT(run.err, contains_substring(error));
+    CHECK_FALSE(fs::exists(dir / "ran"));
+    const auto status = run_lockrun({"--status", path.string()});
+    CHECK(status.exit == 66);
+    CHECK(status.out.empty());
+    CHECK_THAT(status.err, starts_with("lockrun: "));
+  }
+  CHECK(fs::is_symlink(dir / "link"));  // never followed, never removed
+  CHECK(read_file(dir / "regular").empty());
 }
 
 // Needs the library's foreign-file rule (issue 13, defect 1): until it lands,
@@ -996,6 +1088,643 @@ TEST_CASE("lockrun refuses a file that is not a lock file: exit 74, the file unt
   REQUIRE(json);
   CHECK(json->at("state") == "foreign");
   CHECK(read_file(script) == content);
+}
+
+// ---------------------------------------------------------------------------
+// lockrun as a drop-in for flock(1) (issue #15)
+// ---------------------------------------------------------------------------
+namespace {
+
+const std::string flock_program = "/usr/bin/flock";
+
+// A process that holds flock(2) on a file or directory (as `flock F sleep`
+// would), until finish().
+class flock_holder {
+ public:
+  explicit flock_holder(const fs::path& path) {
+    pid_ = fork_child([&]() -> int {
+      ready_.close_read();
+      release_.close_write();
+      const bool is_dir = fs::is_directory(path);
+      const int fd = ::open(path.c_str(), is_dir ? O_RDONLY | O_DIRECTORY : O_RDWR | O_CREAT, 0644);
+      if (fd < 0 || ::flock(fd, LOCK_EX) != 0) {
+        ready_.send('F');
+        return 2;
+      }
+      ready_.send('H');
+      (void)release_.receive();
+      return 0;
+    });
+    ready_.close_write();
+    release_.close_read();
+    acquired_ = ready_.receive() == 'H';
+  }
+  ~flock_holder() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      wait_exit(pid_);
+    }
+  }
+  flock_holder(const flock_holder&) = delete;
+  flock_holder& operator=(const flock_holder&) = delete;
+  bool acquired() const { return acquired_; }
+  int finish() {
+    release_.close_write();
+    const int code = wait_exit(pid_);
+    pid_ = -1;
+    return code;
+  }
+
+ private:
+  pipe_pair ready_, release_;
+  pid_t pid_ = -1;
+  bool acquired_ = false;
+};
+
+// The pids of lockrun --hold background holders that hold for `caller`.
+std::vector<pid_t> hold_daemons_for(pid_t caller) {
+  std::vector<pid_t> found;
+  std::error_code ec;
+  const std::string needle = std::string("--hold-for=") + std::to_string(caller) + ":";
+  for (const auto& entry : fs::directory_iterator("/proc", ec)) {
+    const auto name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    const auto cmdline = read_proc_file(entry.path() / "cmdline");
+    const auto stat = read_proc_file(entry.path() / "stat");
+    const auto close = stat.rfind(')');
+    if (close == std::string::npos || stat.substr(close + 2, 1) == "Z") continue;
+    if (cmdline.find(needle) != std::string::npos) found.push_back(std::stoi(name));
+  }
+  return found;
+}
+
+// Field `n` (1-based, n >= 3) of /proc/PID/stat, or "".
+std::string stat_field(pid_t pid, int n) {
+  const auto stat = read_proc_file("/proc/" + std::to_string(pid) + "/stat");
+  const auto close = stat.rfind(')');
+  if (close == std::string::npos) return {};
+  std::istringstream fields(stat.substr(close + 2));
+  std::string field;
+  for (int i = 3; i <= n && fields >> field; ++i) {}
+  return field;
+}
+
+// Where descriptor `fd` of process `pid` points ("/dev/null", "pipe:[123]").
+std::string fd_target(pid_t pid, int fd) {
+  std::error_code ec;
+  return fs::read_symlink("/proc/" + std::to_string(pid) + "/fd/" + std::to_string(fd), ec).string();
+}
+
+}  // namespace
+
+TEST_CASE("lockrun and flock(1) agree on every flock form: exit status and whether the command ran",
+          "[lockrun][flock]") {
+  if (::access(flock_program.c_str(), X_OK) != 0) LOCKFILE_SKIP("no " + flock_program + " (util-linux) to compare with");
+  temp_dir dir;
+  fs::create_directory(dir / "flock-dir");
+  fs::create_directory(dir / "lockrun-dir");
+
+  struct form {
+    std::vector<std::string> options;  // before FILE
+    enum { argv, shell_string, no_command, shell_string_and_more } kind = argv;
+    bool directory = false;
+    bool held_too = true;  // also run with the lock held (false: a form that would block)
+  };
+  const std::vector<form> forms = {
+      {{}, form::argv, false, false},  // waits: only free
+      {{"-n"}},
+      {{"--nonblock"}},
+      {{"--nb"}},
+      {{"-w", "0.2"}},
+      {{"--wait", "0.2"}},
+      {{"--timeout=0.2"}},
+      {{"-w", "0"}},
+      {{"-w0.2"}},
+      {{"-n", "-E", "3"}},
+      {{"-E7", "-w", "0.2"}},
+      {{"--conflict-exit-code", "0", "-n"}},
+      {{"-x", "-n"}},
+      {{"-e", "-n"}},
+      {{"--exclusive", "-n"}},
+      {{"-o", "-n"}},
+      {{"--close", "-n"}},
+      {{"-n", "--verbose"}},
+      {{"-n", "--"}},  // -- before FILE
+      {{"-n"}, form::shell_string},
+      {{}, form::shell_string, false, false},
+      {{"-n"}, form::no_command},                // usage: no command, FILE not a number
+      {{"-n"}, form::shell_string_and_more},     // usage: -c takes exactly one argument
+      {{"-w", "abc"}},                           // usage
+      {{"-E", "256", "-n"}},                     // usage
+      {{"--frobnicate", "-n"}},                  // usage
+      {{"-n"}, form::argv, true},                // a directory
+      {{}, form::argv, true, false},
+      {{"-n"}, form::shell_string, true},
+  };
+
+  for (const bool held : {false, true}) {
+    // Each tool gets its own lock (flock leaves an empty file behind, which a
+    // lease takes for a crashed writer's record for a moment).
+    std::optional<flock_holder> flock_file_holder, flock_dir_holder;
+    std::optional<holder_process> lockrun_file_holder, lockrun_dir_holder;
+    if (held) {
+      flock_file_holder.emplace(dir / "flock.lock");
+      flock_dir_holder.emplace(dir / "flock-dir");
+      lockrun_file_holder.emplace(dir / "lockrun.lock");
+      lockrun_dir_holder.emplace(dir / "lockrun-dir" / ".lockrun.lock");
+      REQUIRE(flock_file_holder->acquired());
+      REQUIRE(flock_dir_holder->acquired());
+      REQUIRE(lockrun_file_holder->acquired());
+      REQUIRE(lockrun_dir_holder->acquired());
+    }
+    for (const auto& f : forms) {
+      if (held && !f.held_too) continue;
+      struct outcome {
+        int exit;
+        bool ran;
+        milliseconds elapsed;
+      };
+      const auto run_with = [&](const std::string& tool) {
+        const std::string name = tool == flock_program ? "flock" : "lockrun";
+        const auto file = (f.directory ? dir / (name + "-dir") : dir / (name + ".lock")).string();
+        const auto marker = (dir / (name + ".ran")).string();
+        fs::remove(marker);
+        auto args = f.options;
+        args.push_back(file);
+        if (f.kind == form::argv) args = concat(args, {"sh", "-c", "touch \"$0\"; exit 5", marker});
+        if (f.kind == form::shell_string) args = concat(args, {"-c", "touch '" + marker + "'; exit 5"});
+        if (f.kind == form::shell_string_and_more) args = concat(args, {"-c", "touch '" + marker + "'", "x"});
+        lockrun_process p(args, {}, {}, tool);
+        p.close_stdin();
+        const int code = p.finish();
+        INFO(name << " stderr: " << p.err());
+        return outcome{code, fs::exists(marker), p.elapsed()};
+      };
+      CAPTURE(held, f.options, f.kind, f.directory);
+      const auto by_flock = run_with(flock_program);
+      const auto by_lockrun = run_with(LOCKFILE_LOCKRUN);
+      CHECK(by_lockrun.exit == by_flock.exit);
+      CHECK(by_lockrun.ran == by_flock.ran);
+      // And both did what the man page says (so that they do not agree on nonsense).
+      const bool usage = f.kind == form::no_command || f.kind == form::shell_string_and_more ||
+                         (!f.options.empty() && (f.options.front() == "-E" || f.options.front() == "--frobnicate" ||
+                                                 f.options == std::vector<std::string>{"-w", "abc"}));
+      if (usage) {
+        CHECK(by_lockrun.exit == 64);
+      } else if (!held) {
+        CHECK(by_lockrun.exit == 5);
+      } else {
+        const auto& o = f.options;
+        const auto e = std::find(o.begin(), o.end(), "-E");
+        const int conflict = e != o.end()                                    ? std::stoi(*(e + 1))
+                             : std::find(o.begin(), o.end(), "-E7") != o.end() ? 7
+                             : std::find(o.begin(), o.end(), "--conflict-exit-code") != o.end() ? 0
+                                                                                                : 1;
+        CHECK(by_lockrun.exit == conflict);
+        const bool timed = std::any_of(o.begin(), o.end(), [](const std::string& a) {
+          return a.find("0.2") != std::string::npos;
+        });
+        if (timed) CHECK(by_lockrun.elapsed >= 200ms);
+      }
+      CHECK_FALSE((held && by_lockrun.ran));
+    }
+  }
+}
+
+TEST_CASE("lockrun refuses flock(1)'s -s, -u, -F and descriptor forms: exit 64 and the reason", "[lockrun][flock]") {
+  temp_dir dir;
+  const auto lock = (dir / "job.lock").string();
+  const auto marker = (dir / "ran").string();
+  const bool have_flock = ::access(flock_program.c_str(), X_OK) == 0;
+  struct refused {
+    std::vector<std::string> args;
+    std::string reason;
+    int flock_exit;  // what flock(1) does, where it works
+  };
+  const std::vector<refused> cases = {
+      {{"-s", lock, "touch", marker}, "-s: shared locks are not supported by lease locks", 0},
+      {{"--shared", lock, "touch", marker}, "--shared: shared locks are not supported by lease locks", 0},
+      {{"-u", lock, "touch", marker}, "-u: not supported by lease locks", 0},
+      {{"--unlock", "9"}, "--unlock: not supported by lease locks", 65},  // fd 9 is not open
+      {{"-F", lock, "touch", marker}, "-F: not supported by lease locks: lockrun must stay to renew the lease", 0},
+      {{"--no-fork", lock, "touch", marker}, "--no-fork: not supported by lease locks", 0},
+      {{"9"}, "'9' as a file descriptor (flock's 'flock 9' form) is not supported by lease locks", 65},
+      {{"-n", "9"}, "'9' as a file descriptor", 65},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.args);
+    const auto r = run_lockrun(c.args);
+    CHECK(r.exit == 64);
+    CHECK(r.out.empty());
+    CHECK_THAT(r.err, starts_with("lockrun: " + c.reason));
+    CHECK_THAT(lines_of(r.err).at(1), starts_with("Usage: lockrun "));
+    CHECK_FALSE(fs::exists(marker));
+    CHECK_FALSE(fs::exists(lock));
+    if (have_flock) {  // where lockrun must differ from flock, and how flock behaves there
+      const auto by_flock = run_program(flock_program, c.args);
+      CHECK(by_flock.exit == c.flock_exit);
+      fs::remove(marker);
+      fs::remove(lock);
+    }
+  }
+}
+
+TEST_CASE("lockrun FILE -c STRING runs STRING with $SHELL -c, or /bin/sh, as flock(1)", "[lockrun][flock]") {
+  temp_dir dir;
+  const auto lock = (dir / "job.lock").string();
+  const auto shell = dir / "my-shell";
+  write_file(shell, "#!/bin/sh\nprintf 'my-shell:'; printf ' [%s]' \"$@\"; echo\n");
+  ::chmod(shell.c_str(), 0755);
+
+  const auto by_env = run_program("/usr/bin/env", {"SHELL=" + shell.string(), LOCKFILE_LOCKRUN, lock, "-c",
+                                                   "echo $0; exit 3"});
+  CHECK(by_env.exit == 0);
+  CHECK(by_env.out == "my-shell: [-c] [echo $0; exit 3]\n");
+  for (const auto& env : {std::vector<std::string>{"-u", "SHELL"}, std::vector<std::string>{"SHELL="}}) {
+    CAPTURE(env);
+    const auto r = run_program("/usr/bin/env", concat(env, {LOCKFILE_LOCKRUN, lock, "--command",
+                                                            "echo \"$0\"; cat \"" + lock + "\"; exit 3"}));
+    CHECK(r.exit == 3);
+    const auto lines = lines_of(r.out);
+    REQUIRE(lines.size() == 2);
+    CHECK(lines[0] == "/bin/sh");
+    CHECK(lockfile::parse_lease(lines[1] + "\n"));  // ran under the lock
+  }
+  CHECK_FALSE(fs::exists(lock));
+  // Options end at COMMAND: what follows is the command's.
+  const auto r = run_lockrun({lock, "printf", "%s,", "-n", "-w", "1", "--", "-c"});
+  CHECK(r.exit == 0);
+  CHECK(r.out == "-n,-w,1,--,-c,");
+}
+
+TEST_CASE("lockrun --verbose reports the wait, the holder, the time taken and the command", "[lockrun][flock]") {
+  temp_dir dir;
+  const auto lock = dir / "job.lock";
+  SECTION("free") {
+    const auto r = run_lockrun({"--verbose", lock.string(), "true"});
+    CHECK(r.exit == 0);
+    const auto lines = lines_of(r.err);
+    REQUIRE(lines.size() == 2);
+    CHECK(std::regex_match(lines[0], std::regex(R"(lockrun: getting lock took [0-9]+\.[0-9]{6} seconds)")));
+    CHECK(lines[1] == "lockrun: executing true");
+  }
+  SECTION("held by another lockrun, then released") {
+    lockrun_process first({lock.string(), "sh", "-c", "echo ready; read line; exit 0"});
+    REQUIRE(first.wait_for_stdout("ready"));
+    lockrun_process second({"--verbose", lock.string(), "true"});
+    second.close_stdin();
+    REQUIRE(second.wait_for_stderr("; waiting"));
+    const auto first_line = lines_of(second.err()).at(0);
+    // The holder is named: pid, what it runs, host, heartbeat age.
+    // (Its command line is shortened to 60 characters.)
+    CHECK_THAT(first_line, starts_with("lockrun: " + lock.string() + " is held by pid " + std::to_string(first.pid()) +
+                                       " (" + LOCKFILE_LOCKRUN));
+    CHECK(std::regex_search(first_line, std::regex(R"(\) on host )" + host_name() +
+                                                   R"(, last heartbeat [0-9]+ ms ago; waiting$)")));
+    first.close_stdin();
+    CHECK(first.finish() == 0);
+    CHECK(second.finish() == 0);
+    CHECK_THAT(second.err(), contains_substring("lockrun: getting lock took "));
+    CHECK_THAT(second.err(), ends_with("lockrun: executing true\n"));
+  }
+}
+
+TEST_CASE("lockrun DIR locks the directory through DIR/.lockrun.lock", "[lockrun][flock]") {
+  temp_dir dir;
+  const auto target = dir / "work";
+  fs::create_directory(target);
+  const auto inside = target / ".lockrun.lock";
+
+  const auto r = run_lockrun({"--verbose", target.string(), "sh", "-c", "cat \"$0\"", inside.string()});
+  CHECK(r.exit == 0);
+  CHECK(lockfile::parse_lease(r.out));
+  CHECK_THAT(r.err, starts_with("lockrun: " + target.string() + " is a directory: locking " + inside.string() + "\n"));
+  CHECK(fs::is_directory(target));
+  CHECK(fs::is_empty(target));  // released
+
+  holder_process holder(inside);
+  REQUIRE(holder.acquired());
+  CHECK(run_lockrun({"-n", target.string(), "true"}).exit == 1);
+  CHECK(run_lockrun({"-n", (target.string() + "/"), "true"}).exit == 1);  // a trailing slash too
+  const auto status = run_lockrun({"--status", target.string()});
+  CHECK(status.exit == 1);
+  const auto json = parse_flat_json(status.out);
+  REQUIRE(json);
+  CHECK(json->at("path") == inside.string());
+  CHECK(json->at("pid") == std::to_string(holder.pid()));
+  CHECK(holder.finish() == 0);
+  CHECK(run_lockrun({"-n", target.string(), "true"}).exit == 0);
+}
+
+TEST_CASE("lockrun --holder prints one line and exits 0 free, 1 held, 2 stale, 3 foreign", "[lockrun]") {
+  temp_dir dir;
+  const auto lock = dir / "job.lock";
+  const auto holder_of = [&] {
+    const auto r = run_lockrun({"--holder", lock.string()});
+    INFO("stderr: " << r.err);
+    CHECK(r.err.empty());
+    CHECK(lines_of(r.out).size() == 1);
+    CHECK_THAT(r.out, ends_with("\n"));
+    return std::pair{r.exit, r.out};
+  };
+  SECTION("free") {
+    CHECK(holder_of() == std::pair{0, lock.string() + " is free\n"});
+    CHECK(run_lockrun({"--status", lock.string()}).exit == 0);  // so that `--status F && echo free` reads right
+  }
+  SECTION("held") {
+    lockrun_process holder({lock.string(), "sh", "-c", "echo ready; read line; exit 0"});
+    REQUIRE(holder.wait_for_stdout("ready"));
+    const auto [code, line] = holder_of();
+    CHECK(code == 1);
+    CHECK(std::regex_match(line, std::regex(lock.string() + " is held by pid " + std::to_string(holder.pid()) +
+                                            R"( \(.*lockrun .*\) on host .*, last heartbeat [0-9]+ ms ago\n)")));
+    holder.close_stdin();
+    CHECK(holder.finish() == 0);
+  }
+  SECTION("held for a script whose command line has newlines and tabs: still one line") {
+    lockrun_process holder({"-c", "\n\t\"$0\" --hold \"$1\"\necho ready; read line; exit 0", LOCKFILE_LOCKRUN,
+                            lock.string()},
+                           {}, {}, "/bin/sh");
+    REQUIRE(holder.wait_for_stdout("ready"));
+    const auto [code, line] = holder_of();
+    CHECK(code == 1);
+    CHECK_THAT(line, contains_substring(" (lockrun --hold for pid " + std::to_string(holder.pid()) + ", /bin/sh -c "));
+    holder.close_stdin();
+    CHECK(holder.finish() == 0);
+  }
+  SECTION("stale") {
+    write_file(lock, foreign_record(std::chrono::system_clock::now() - 10s, 4242, "old-owner"));
+    const auto [code, line] = holder_of();
+    CHECK(code == 2);
+    CHECK(std::regex_match(line, std::regex(lock.string() + R"( is stale: last held by pid 4242, last heartbeat [0-9]+ ms ago\n)")));
+  }
+  SECTION("foreign") {
+    write_file(lock, "#!/bin/sh\necho hello\n");
+    CHECK(holder_of() == std::pair{3, lock.string() + " is not a lock file; lockrun leaves it alone\n"});
+  }
+  SECTION("a crashed writer's fresh, invalid record") {
+    write_file(lock, "{\"version\":1,\"own");
+    CHECK(holder_of() == std::pair{1, lock.string() + " is held (its content is not a lease record)\n"});
+  }
+}
+
+TEST_CASE("lockrun --hold keeps the lock for the calling shell until it exits", "[lockrun][hold]") {
+  temp_dir dir;
+  const auto lock = dir / "job.lock";
+  const auto inherited = dir / "inherited";
+  // The shell opens a descriptor of its own (as `exec 9>F` would); the
+  // background holder must not inherit it.
+  lockrun_process shell({"-c",
+                         "exec 9>\"$2\"; \"$0\" --hold \"$1\" || exit 9; echo \"held $$\"; read line; echo bye",
+                         LOCKFILE_LOCKRUN, lock.string(), inherited.string()},
+                        {}, {}, "/bin/sh");
+  REQUIRE(shell.wait_for_stdout("\n"));
+  REQUIRE_THAT(shell.out(), starts_with("held "));
+  const pid_t shell_pid = std::stoi(shell.out().substr(5));
+  CHECK(shell.err().empty());
+
+  // Held, by another process: the background holder, renewing the lease.
+  const auto status = lockfile::inspect(lock);
+  REQUIRE(status.state == lockfile::LockState::held);
+  REQUIRE(status.lease);
+  const pid_t holder = status.lease->pid;
+  CHECK(holder != shell_pid);
+  CHECK(hold_daemons_for(shell_pid) == std::vector<pid_t>{holder});
+  CHECK(eventually([&] {
+    const auto later = lockfile::parse_lease(read_file(lock));
+    return later && later->heartbeat > status.lease->heartbeat;
+  }));
+  // A daemon: another session than the shell's, not its leader; stdio on
+  // /dev/null; no descriptor of the shell's.
+  CHECK(stat_field(holder, 6) != stat_field(shell_pid, 6));
+  CHECK(stat_field(holder, 6) != std::to_string(holder));
+  for (const int fd : {0, 1, 2}) CHECK(fd_target(holder, fd) == "/dev/null");
+  std::vector<std::string> held_open;
+  for (const auto& entry : fs::directory_iterator("/proc/" + std::to_string(holder) + "/fd")) {
+    const auto target = fs::read_symlink(entry.path()).string();
+    if (std::stoi(entry.path().filename().string()) > 2 && target == "/dev/null") held_open.push_back(target);
+  }
+  CHECK(held_open.empty());  // /dev/null as stdio only
+  const auto open_in_holder = open_files_of(holder);
+  CHECK(std::count(open_in_holder.begin(), open_in_holder.end(), device_inode(inherited)) == 0);
+  CHECK(std::count(open_in_holder.begin(), open_in_holder.end(), device_inode(lock)) == 1);
+
+  // Others see it held, and who holds it for whom.
+  CHECK(run_lockrun({"-n", lock.string(), "true"}).exit == 1);
+  const auto who = run_lockrun({"--holder", lock.string()});
+  CHECK(who.exit == 1);
+  CHECK_THAT(who.out, contains_substring("is held by pid " + std::to_string(holder) + " (lockrun --hold for pid " +
+                                         std::to_string(shell_pid) + ", "));
+
+  // The shell exits: the lock is freed soon after.
+  shell.write_stdin("\n");
+  CHECK(shell.finish() == 0);
+  CHECK(eventually([&] { return !fs::exists(lock); }, 10s));
+  CHECK(eventually([&] { return hold_daemons_for(shell_pid).empty(); }, 10s));
+}
+
+TEST_CASE("lockrun --hold without pidfds watches the shell by polling, and --release signals by pid",
+          "[lockrun][hold]") {
+  temp_dir dir;
+  const auto lock = dir / "job.lock";
+  // The shim makes pidfd_open and pidfd_send_signal fail with ENOSYS in the
+  // shell, lockrun and its background holder (a kernel before 5.3).
+  lockrun_process shell({"LD_PRELOAD=" LOCKFILE_NO_PIDFD_SHIM, "/bin/sh", "-c",
+                         "\"$0\" --hold \"$1\" || exit 9; \"$0\" --release \"$1\"; echo \"release $?\"\n"
+                         "\"$0\" --hold \"$1\" || exit 9; echo \"held $$\"; read line; exit 0",
+                         LOCKFILE_LOCKRUN, lock.string()},
+                        {}, {}, "/usr/bin/env");
+  REQUIRE(shell.wait_for_stdout("held "));
+  REQUIRE(shell.wait_for_stdout("\n", 5s));
+  CHECK_THAT(shell.out(), starts_with("release 0\nheld "));
+  const auto status = lockfile::inspect(lock);
+  REQUIRE(status.lease);
+  const pid_t holder = status.lease->pid;
+  for (int fd = 0; fd < 64; ++fd) CHECK(fd_target(holder, fd) != "anon_inode:[pidfd]");
+  shell.close_stdin();
+  CHECK(shell.finish() == 0);
+  // Noticed within a heartbeat or so (250 ms), not at once: generous bound.
+  CHECK(eventually([&] { return !fs::exists(lock); }, 10s));
+}
+
+TEST_CASE("lockrun --release ends this shell's --hold and returns once the file is gone", "[lockrun][hold]") {
+  temp_dir dir;
+  const auto lock = dir / "job.lock";
+  const auto r = run_program("/bin/sh", {"-c",
+                                         "L=$0 F=$1\n"
+                                         "\"$L\" --hold \"$F\" || exit 9\n"
+                                         "\"$L\" --hold \"$F\"; echo \"again $?\"\n"
+                                         "( \"$L\" -n --hold \"$F\"; echo \"subshell $?\" )\n"
+                                         "\"$L\" --release \"$F\"; echo \"release $?\"\n"
+                                         "test -e \"$F\"; echo \"exists $?\"\n"
+                                         "\"$L\" --release \"$F\" 2>&1; echo \"release again $?\"\n"
+                                         "\"$L\" -n \"$F\" true; echo \"free $?\"\n",
+                                         LOCKFILE_LOCKRUN, lock.string()});
+  CHECK(r.exit == 0);
+  CHECK(r.err.empty());
+  // Already held for this shell (or, from a subshell, for its parent): 0 at
+  // once, as flock on an inherited descriptor that holds the lock.
+  CHECK(r.out == "again 0\n"
+                 "subshell 0\n"
+                 "release 0\n"
+                 "exists 1\n"
+                 "lockrun: " + lock.string() + " is not held\n"
+                 "release again 1\n"
+                 "free 0\n");
+  CHECK_FALSE(fs::exists(lock));
+}
+
+TEST_CASE("lockrun --release as the last command of a subshell, which the shell execs in its place",
+          "[lockrun][hold]") {
+  temp_dir dir;
+  const auto lock = dir / "job.lock";
+  // sh and bash exec the last command of ( ... ) in the subshell's process:
+  // --release then runs as the very process the lock is held for.
+  for (const std::string shell : {"/bin/sh", "/bin/bash"}) {
+    if (::access(shell.c_str(), X_OK) != 0) continue;
+    CAPTURE(shell);
+    const auto r = run_program(shell, {"-c", "( \"$0\" --hold \"$1\" || exit 9; \"$0\" --release \"$1\" ); echo \"$?\"",
+                                       LOCKFILE_LOCKRUN, lock.string()});
+    CHECK(r.err.empty());
+    CHECK(r.out == "0\n");
+    CHECK_FALSE(fs::exists(lock));
+  }
+}
+
+TEST_CASE("lockrun --release refuses a lock that is not held by a --hold of this shell", "[lockrun][hold]") {
+  temp_dir dir;
+  const auto lock = dir / "job.lock";
+  SECTION("held by a --hold of another shell") {
+    lockrun_process shell({"-c", "\"$0\" --hold \"$1\" || exit 9; echo held; read line; exit 0", LOCKFILE_LOCKRUN,
+                           lock.string()},
+                          {}, {}, "/bin/sh");
+    REQUIRE(shell.wait_for_stdout("held"));
+    const auto before = lockfile::inspect(lock);
+    REQUIRE(before.lease);
+    const auto r = run_lockrun({"--release", lock.string()});  // its parent is this test, not that shell
+    CHECK(r.exit == 1);
+    CHECK_THAT(r.err, starts_with("lockrun: " + lock.string() + " is held by pid " + std::to_string(before.lease->pid)));
+    CHECK_THAT(r.err, ends_with("; that --hold is not of this shell\n"));
+    const auto after = lockfile::inspect(lock);
+    CHECK(after.state == lockfile::LockState::held);
+    REQUIRE(after.lease);
+    CHECK(after.lease->owner_id == before.lease->owner_id);
+    shell.close_stdin();
+    CHECK(shell.finish() == 0);
+  }
+  SECTION("held by a command") {
+    holder_process holder(lock);
+    REQUIRE(holder.acquired());
+    const auto r = run_program("/bin/sh", {"-c", "\"$0\" --release \"$1\"", LOCKFILE_LOCKRUN, lock.string()});
+    CHECK(r.exit == 1);
+    CHECK_THAT(r.err, ends_with("; that is not a lockrun --hold\n"));
+    CHECK(lockfile::inspect(lock).state == lockfile::LockState::held);
+    CHECK(holder.finish() == 0);
+  }
+  SECTION("a file that is not a lock file") {
+    write_file(lock, "data\n");
+    const auto r = run_program("/bin/sh", {"-c", "\"$0\" --release \"$1\"", LOCKFILE_LOCKRUN, lock.string()});
+    CHECK(r.exit == 74);
+    CHECK(read_file(lock) == "data\n");
+  }
+}
+
+TEST_CASE("lockrun --hold refuses a file that is not a lock file, naming it as given", "[lockrun][hold]") {
+  temp_dir dir;
+  write_file(dir / "notes.txt", "data\n");
+  // A relative FILE: the background holder works from "/", but speaks of
+  // the file as the user named it.
+  const auto r = run_program("/bin/sh", {"-c", "cd \"$1\" && \"$0\" --hold notes.txt", LOCKFILE_LOCKRUN,
+                                         dir.path().string()});
+  CHECK(r.exit == 74);
+  CHECK(r.err == "lockrun: notes.txt: exists and is not a lock file; refusing to touch it\n");
+  CHECK(read_file(dir / "notes.txt") == "data\n");
+}
+
+TEST_CASE("lockrun --hold on a held lock: -n and -w give the conflict code and leave nothing behind",
+          "[lockrun][hold]") {
+  temp_dir dir;
+  const auto lock = dir / "job.lock";
+  holder_process holder(lock);
+  REQUIRE(holder.acquired());
+  const auto r = run_program("/bin/sh", {"-c",
+                                         "\"$0\" -n --hold \"$1\"; echo \"n $?\"\n"
+                                         "\"$0\" -E 3 -w 0.2 --verbose --hold \"$1\"; echo \"w $?\"\n"
+                                         "echo \"$$\"",
+                                         LOCKFILE_LOCKRUN, lock.string()});
+  CHECK(r.exit == 0);
+  const auto lines = lines_of(r.out);
+  REQUIRE(lines.size() == 3);
+  CHECK(lines[0] == "n 1");
+  CHECK(lines[1] == "w 3");
+  // --verbose, through the background holder: the wait and its end.
+  const auto err = lines_of(r.err);
+  REQUIRE(err.size() == 2);
+  CHECK_THAT(err[0], starts_with("lockrun: " + lock.string() + " is held by pid " + std::to_string(holder.pid())));
+  CHECK_THAT(err[0], ends_with("; waiting at most 0.2 s"));
+  CHECK_THAT(err[1], starts_with("lockrun: timeout while waiting to get lock: "));
+  CHECK(eventually([&] { return hold_daemons_for(std::stoi(lines[2])).empty(); }, 10s));
+  const auto status = lockfile::inspect(lock);
+  REQUIRE(status.lease);
+  CHECK(status.lease->pid == holder.pid());
+  CHECK(holder.finish() == 0);
+}
+
+TEST_CASE("lockrun --hold interrupted while waiting takes no lock later", "[lockrun][hold]") {
+  temp_dir dir;
+  const auto lock = dir / "job.lock";
+  holder_process holder(lock);
+  REQUIRE(holder.acquired());
+  // The shell waits for lockrun --hold, which is then killed (as Ctrl-C
+  // would, or a supervisor's SIGTERM).
+  lockrun_process shell({"-c", "echo \"$$\"; \"$0\" --verbose --hold \"$1\"; echo \"hold $?\"; read line; exit 0",
+                         LOCKFILE_LOCKRUN, lock.string()},
+                        {}, {}, "/bin/sh");
+  REQUIRE(shell.wait_for_stdout("\n"));
+  const pid_t shell_pid = std::stoi(shell.out());
+  REQUIRE(shell.wait_for_stderr("; waiting"));
+  // The foreground lockrun: the shell's child that is not a background holder.
+  pid_t foreground = -1;
+  REQUIRE(eventually([&] {
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator("/proc", ec)) {
+      const auto name = entry.path().filename().string();
+      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+      if (stat_field(std::stoi(name), 4) == std::to_string(shell_pid) &&
+          read_proc_file(entry.path() / "cmdline").find("--hold-for=") == std::string::npos)
+        foreground = std::stoi(name);
+    }
+    return foreground > 0;
+  }));
+  ::kill(foreground, SIGTERM);
+  REQUIRE(shell.wait_for_stdout("hold 143"));
+  // Its background holder gives up, and the lock stays with its holder.
+  CHECK(eventually([&] { return hold_daemons_for(shell_pid).empty(); }, 10s));
+  CHECK(holder.finish() == 0);
+  CHECK_FALSE(fs::exists(lock));
+  shell.close_stdin();
+  CHECK(shell.finish() == 0);
+}
+
+TEST_CASE("lockrun --hold in a subshell is flock's ( flock -n 9 || exit 1 ... ) 9>FILE idiom", "[lockrun][hold][flock]") {
+  temp_dir dir;
+  const auto lock = dir / "job.lock";
+  const std::string script = "( \"$0\" -n --hold \"$1\" || exit 1; echo \"under the lock\"; \"$0\" --status \"$1\" >/dev/null; echo \"status $?\" ); echo \"subshell $?\"";
+  SECTION("free: the block runs under the lock, which is released when the subshell exits") {
+    const auto r = run_program("/bin/sh", {"-c", script + "; test -e \"$1\"; echo \"exists $?\"", LOCKFILE_LOCKRUN,
+                                           lock.string()});
+    CHECK(r.exit == 0);
+    // Gone once the subshell exits, though the background holder may take a moment.
+    CHECK_THAT(r.out, starts_with("under the lock\nstatus 1\nsubshell 0\nexists "));
+    CHECK(eventually([&] { return !fs::exists(lock); }, 10s));
+  }
+  SECTION("held: the block is skipped with 1") {
+    holder_process holder(lock);
+    REQUIRE(holder.acquired());
+    const auto r = run_program("/bin/sh", {"-c", script, LOCKFILE_LOCKRUN, lock.string()});
+    CHECK(r.out == "subshell 1\n");
+    CHECK(holder.finish() == 0);
+  }
 }
 
 #endif  // LOCKFILE_LOCKRUN

@@ -167,8 +167,8 @@ TEST_CASE("Options: the defaults are exactly those of DESIGN.md (the Go package'
   static_assert(std::is_same_v<decltype(Options::acquire_retry_delay), std::chrono::milliseconds>);
   static_assert(std::is_same_v<decltype(Options::invalid_lock_stale_threshold),
                                std::chrono::milliseconds>);
-  static_assert(std::is_same_v<decltype(Options::file_mode), fs::perms>);
-  static_assert(std::is_same_v<decltype(Options::directory_mode), fs::perms>);
+  static_assert(std::is_same_v<decltype(Options::file_mode), lockfile::FileMode>);
+  static_assert(std::is_same_v<decltype(Options::directory_mode), lockfile::FileMode>);
   static_assert(std::is_same_v<decltype(Options::process_appears_alive), std::function<bool(int)>>);
   static_assert(std::is_same_v<decltype(Options::lease_heartbeat_interval),
                                std::chrono::milliseconds>);
@@ -199,6 +199,55 @@ TEST_CASE("Options: designated initializers set options at construction (PIDLock
   CHECK(options.lease_heartbeat_interval == 250ms);
 }
 
+TEST_CASE("Options: file_mode and directory_mode take a plain octal integer (.file_mode = 0600) or std::filesystem::perms") {
+  using lockfile::FileMode;
+  // Both spellings convert implicitly, FileMode converts back to perms (code
+  // written when the fields were perms keeps compiling), bool does not.
+  static_assert(std::is_convertible_v<int, FileMode>);
+  static_assert(std::is_convertible_v<unsigned, FileMode>);  // mode_t, S_IRUSR | S_IWUSR
+  static_assert(std::is_convertible_v<fs::perms, FileMode>);
+  static_assert(std::is_convertible_v<FileMode, fs::perms>);
+  static_assert(!std::is_convertible_v<bool, FileMode>);
+  static_assert(FileMode(0600) == (fs::perms::owner_read | fs::perms::owner_write));
+  static_assert((fs::perms::owner_read | fs::perms::owner_write) == FileMode(0600));
+  static_assert(FileMode(0600) == 0600 && 0600 == FileMode(0600) && FileMode(0600) != 0640);
+  static_assert(FileMode(fs::perms::owner_all) == FileMode(0700));
+
+  const Options octal{.file_mode = 0600, .directory_mode = 0700};
+  CHECK(octal.file_mode == 0600);
+  CHECK(octal.file_mode == (fs::perms::owner_read | fs::perms::owner_write));
+  CHECK(octal.directory_mode == fs::perms::owner_all);
+  const Options perms{.file_mode = fs::perms::owner_read | fs::perms::owner_write,
+                      .directory_mode = static_cast<fs::perms>(0700)};
+  CHECK(perms.file_mode == octal.file_mode);
+  CHECK(perms.directory_mode == 0700);
+  const fs::perms back = octal.file_mode;  // and as perms again
+  CHECK(back == static_cast<fs::perms>(0600));
+  CHECK((octal.file_mode & fs::perms::group_all) == fs::perms::none);
+  Options assigned;
+  assigned.file_mode = 0640u;
+  assigned.directory_mode = fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec;
+  CHECK(assigned.file_mode.value() == 0640);
+  CHECK(assigned.directory_mode.value() == 0750);
+
+  // And both reach the file system: created with these modes (umask 0 here).
+  scratch_dir dir;
+  struct umask_zero {
+    mode_t old = ::umask(0);
+    ~umask_zero() { ::umask(old); }
+  } umask_guard;
+  for (const Options& options : {octal, perms}) {
+    const fs::path path = dir.path / "new" / "x.lock";
+    {
+      PIDLock lock{path, options};
+      lock.acquire();
+      CHECK(fs::status(path).permissions() == static_cast<fs::perms>(0600));
+      CHECK(fs::status(path.parent_path()).permissions() == static_cast<fs::perms>(0700));
+    }
+    fs::remove_all(path.parent_path());
+  }
+}
+
 TEST_CASE("PIDLock is neither copyable nor movable, like std::mutex") {
   static_assert(!std::is_copy_constructible_v<PIDLock>);
   static_assert(!std::is_copy_assignable_v<PIDLock>);
@@ -213,14 +262,15 @@ TEST_CASE("PIDLock is neither copyable nor movable, like std::mutex") {
 // PIDLock constructor: validation
 // ---------------------------------------------------------------------------
 
-TEST_CASE("PIDLock constructor: a path that names no file is std::invalid_argument naming lock_file") {
-  for (const char* bad : {"", "dir/", "/", ".", "..", "dir/.", "dir/..", "/tmp/", "a/b/"}) {
+TEST_CASE("PIDLock constructor: a path that names no file is std::invalid_argument naming the path") {
+  for (const char* bad : {"dir/", "/", ".", "..", "dir/.", "dir/..", "/tmp/", "a/b/"}) {
     INFO("path '" << bad << "'");
     REQUIRE_THROWS_AS(PIDLock(fs::path(bad)), std::invalid_argument);
     const auto message = constructor_error(bad, {});
-    CHECK(contains(message, "lock_file"));
+    CHECK(contains(message, std::string("lock file path '") + bad + "' does not name a file"));
   }
-  CHECK(contains(constructor_error("", {}), "empty"));
+  REQUIRE_THROWS_AS(PIDLock(fs::path()), std::invalid_argument);
+  CHECK(contains(constructor_error("", {}), "lock file path is empty"));
 }
 
 TEST_CASE("PIDLock constructor: acquire_retry_limit below 1 is std::invalid_argument naming it") {
@@ -305,6 +355,31 @@ TEST_CASE("PIDLock constructor: file_mode or directory_mode with bits outside 07
       CHECK(contains(constructor_error("x.lock", options), "directory_mode"));
     }
   }
+}
+
+TEST_CASE("PIDLock constructor: an integer mode outside 07777 (0100644, 010000, -1) is std::invalid_argument naming the field and the value") {
+  const std::pair<long long, const char*> cases[] = {
+      {0100644, "0100644"}, {010000, "010000"}, {040755, "040755"}, {-1, "-1"}, {-0600, "-384"}};
+  for (const auto& [mode, shown] : cases) {
+    INFO("mode " << shown);
+    {
+      const Options options{.file_mode = mode};
+      REQUIRE_THROWS_AS(PIDLock("x.lock", options), std::invalid_argument);
+      const auto message = constructor_error("x.lock", options);
+      CHECK(contains(message, "file_mode"));
+      CHECK(contains(message, "07777"));
+      CHECK(contains(message, std::string("got ") + shown));
+    }
+    {
+      const Options options{.directory_mode = mode};
+      REQUIRE_THROWS_AS(PIDLock("x.lock", options), std::invalid_argument);
+      const auto message = constructor_error("x.lock", options);
+      CHECK(contains(message, "directory_mode"));
+      CHECK(contains(message, std::string("got ") + shown));
+    }
+  }
+  REQUIRE_NOTHROW(PIDLock("x.lock", {.file_mode = 07777, .directory_mode = 0}));
+  REQUIRE_NOTHROW(PIDLock("x.lock", {.file_mode = 0, .directory_mode = 07777}));
 }
 
 TEST_CASE("PIDLock constructor: valid edge values are accepted") {

@@ -388,3 +388,116 @@ TEST_CASE("regression: a child forked after its parent only inspected a lock wri
   REQUIRE(std::sscanf(line, "child %d %d", &child, &written) == 2);
   CHECK(written == child);
 }
+
+TEST_CASE("regression: a terminal at the path never becomes the controlling terminal (O_NOCTTY)") {
+  // Without O_NOCTTY, a session leader without a terminal that opens a tty
+  // at the lock path acquires it as its controlling terminal (and gets its
+  // SIGHUP and SIGINT from then on).
+  temp_dir dir;
+  const auto path = dir / "app.lock";
+  const int master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  REQUIRE(master >= 0);
+  REQUIRE(::grantpt(master) == 0);
+  REQUIRE(::unlockpt(master) == 0);
+  struct stat terminal {};
+  REQUIRE(::stat(::ptsname(master), &terminal) == 0);  // NOLINT(concurrency-mt-unsafe): one thread here
+  if (::mknod(path.c_str(), S_IFCHR | 0666, terminal.st_rdev) != 0) {
+    ::close(master);
+    LOCKFILE_SKIP("cannot make a device node here (needs CAP_MKNOD)");
+  }
+  const int code = wait_exit(fork_child([&] {
+    if (::setsid() < 0) return 90;  // a session leader without a terminal
+    PIDLock lock(path);
+    std::error_code ec;
+    lock.acquire(ec);
+    if (ec != std::errc::invalid_argument) return 1;  // "not a regular file"
+    try {
+      (void)lockfile::inspect(path);
+      return 2;
+    } catch (const fs::filesystem_error&) {
+    }
+    const int tty = ::open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (tty >= 0) {
+      ::close(tty);
+      return 3;  // the lock's open made it our controlling terminal
+    }
+    return 0;
+  }));
+  ::close(master);
+  CHECK(code == 0);
+  CHECK(fs::is_character_file(path));
+}
+
+TEST_CASE("regression: an mtime past the year 2262 saturates instead of overflowing into the past") {
+  // seconds * 10^9 overflows 64 bits there (undefined behaviour; in practice
+  // it wrapped to the 18th century, so a fresh invalid file looked ancient
+  // and was reclaimed at once).
+  temp_dir dir;
+  const auto path = dir / "app.lock";
+  write_file(path, "{\"version\":1");
+  struct timespec times[2] = {{12'000'000'000LL, 0}, {12'000'000'000LL, 0}};  // the year 2350
+  REQUIRE(::utimensat(AT_FDCWD, path.c_str(), times, 0) == 0);
+  const auto status = lockfile::inspect(path);
+  CHECK(status.state == lockfile::LockState::held);  // judged by its fresh ctime
+  CHECK(status.age < 1h);
+  PIDLock lock(path);
+  std::error_code ec;
+  lock.acquire(ec);
+  CHECK(ec == lockfile::errc::lock_held);
+  CHECK(read_file(path) == "{\"version\":1");
+}
+
+TEST_CASE("regression: a lock file path ending in '/' is refused naming the path and what is wrong, not the constructor's internals") {
+  // PIDLock{"dir/"} said "lockfile::PIDLock: lock_file: 'dir/' does not name
+  // a file": a class and a parameter name, which lockrun passed on to its
+  // users, and no word on why a path to a directory names no file.
+  struct bad_path {
+    const char* path;
+    const char* quoted;  // the path as the message must show it
+    const char* reason;
+  };
+  const bad_path cases[] = {
+      {"dir/", "'dir/'", "ends in '/'"},
+      {"/var/lock/", "'/var/lock/'", "ends in '/'"},
+      {"/", "'/'", "ends in '/'"},
+      {"dir/.", "'dir/.'", "ends in '.'"},
+      {".", "'.'", "ends in '.'"},
+      {"dir/..", "'dir/..'", "ends in '..'"},
+  };
+  for (const auto& c : cases) {
+    INFO("path " << c.path);
+    std::string message;
+    try {
+      PIDLock lock{c.path};
+      FAIL("the constructor accepted '" << c.path << "'");
+    } catch (const std::invalid_argument& e) {
+      message = e.what();
+    }
+    INFO(message);
+    CHECK_THAT(message, lockfile_test::contains_substring(std::string("lock file path ") + c.quoted));
+    CHECK_THAT(message, lockfile_test::contains_substring("does not name a file"));  // lockrun's tests look for it
+    CHECK_THAT(message, lockfile_test::contains_substring(c.reason));
+    CHECK_THAT(message, lockfile_test::contains_substring("directory"));
+    CHECK_THAT(message, !lockfile_test::contains_substring("PIDLock"));
+    CHECK_THAT(message, !lockfile_test::contains_substring("lock_file"));
+  }
+  std::string message;
+  try {
+    PIDLock lock{""};
+  } catch (const std::invalid_argument& e) {
+    message = e.what();
+  }
+  CHECK_THAT(message, lockfile_test::contains_substring("lock file path is empty"));
+  CHECK_THAT(message, !lockfile_test::contains_substring("lock_file"));
+}
+
+TEST_CASE("regression: inspect() refuses a path that names no file like the PIDLock constructor") {
+  // inspect("dir/") judged "dir/" as a missing file and answered free, so
+  // `lockrun --status dir/` said a lock was free that nobody could take.
+  temp_dir dir;
+  const auto slash = (dir / "locks").string() + "/";
+  fs::create_directory(dir / "locks");
+  CHECK_THROWS_AS(lockfile::inspect(slash), std::invalid_argument);
+  CHECK_THROWS_AS(lockfile::inspect(dir / "locks" / ".."), std::invalid_argument);
+  CHECK_THROWS_AS(lockfile::inspect(""), std::invalid_argument);
+}

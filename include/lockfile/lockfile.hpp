@@ -3,8 +3,10 @@
 //
 // The owner keeps a one-line JSON lease record fresh from a background thread;
 // anyone else takes the lock over once the lease is stale, or at once when the
-// owner is provably dead. See README.md for the guarantees and DESIGN.md for the
-// protocol. SPDX-License-Identifier: MIT
+// owner is provably dead. See the repository's README.md for the guarantees,
+// the lease record and how the protocol works, and its docs/design.md for how
+// this header's parts fit together.
+// SPDX-License-Identifier: MIT
 #ifndef LOCKFILE_LOCKFILE_HPP
 #define LOCKFILE_LOCKFILE_HPP
 
@@ -12,6 +14,14 @@
 #define LOCKFILE_VERSION_MINOR 1
 #define LOCKFILE_VERSION_PATCH 0
 #define LOCKFILE_VERSION "0.1.0"
+
+// One clear error instead of dozens from the parts below. MSVC keeps
+// __cplusplus at 199711L unless /Zc:__cplusplus is given; _MSVC_LANG tells the
+// real standard. "Newer than C++17" rather than ">= 202002L": GCC 10 reports
+// 201709L for -std=c++20.
+#if (defined(_MSVC_LANG) && _MSVC_LANG <= 201703L) || (!defined(_MSVC_LANG) && __cplusplus <= 201703L)
+#error "lockfile requires C++20 (-std=c++20, or /std:c++20 with MSVC; with CMake, link lockfile::lockfile, which sets it)"
+#else
 
 #include <algorithm>
 #include <atomic>
@@ -55,4 +65,5 @@
 #include "detail/pid_lock.hpp"
 #include "detail/inspection.hpp"
 
+#endif  // C++20
 #endif  // LOCKFILE_LOCKFILE_HPP

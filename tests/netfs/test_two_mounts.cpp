@@ -620,3 +620,25 @@ TEST_CASE("two mounts: ESTALE from statx or pread of a just-opened lock file is 
   estale_budget = 0;
   reclaimer.release();
 }
+
+TEST_CASE("two mounts: the sweep never removes a file that is not a lease, even under a protocol name") {
+  // Leftovers were judged like lock files, and any unparseable old file
+  // counted as a stale invalid one: a user's file that happened to have a
+  // claim's or a temporary file's exact shape was swept away.
+  shared_directory dir;
+  const auto old = std::chrono::system_clock::now() - 1h;
+  const std::vector<std::string> users{".x.lock.0123456789abcdee.claim", ".x.lock.4242-1-2-abc.tmp",
+                                       ".x.lock.4242-1-3-abd.reclaim"};
+  for (const auto& name : users) {
+    write_file(dir.real / name, "user data\n");
+    set_mtime(dir.real / name, old);
+  }
+  write_file(dir.real / "x.lock", foreign_record(old));
+  PIDLock lock(dir.a / "x.lock");
+  REQUIRE(lock.try_lock());
+  std::set<std::string> expected(users.begin(), users.end());
+  expected.insert("x.lock");
+  CHECK(dir.entries() == expected);
+  for (const auto& name : users) CHECK(read_file(dir.real / name) == "user data\n");
+  lock.release();
+}

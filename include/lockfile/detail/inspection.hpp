@@ -6,8 +6,10 @@
 namespace lockfile {
 
 // Judges the lock file exactly as a single acquire attempt would; changes
-// nothing. Throws filesystem_error when the file cannot be read.
+// nothing. Throws filesystem_error when the file cannot be read, and
+// invalid_argument for a path that names no file ("dir/"), as PIDLock does.
 inline LockStatus inspect(const std::filesystem::path& lock_file, const Options& options) {
+  detail::validate_path(lock_file);
   const auto kind = detail::decide_fs_path(std::filesystem::absolute(lock_file).parent_path()).path;
   auto seen = detail::observe_settled(lock_file, kind);
   if (seen.error == std::errc::no_such_file_or_directory) return {};

@@ -1,0 +1,1 @@
+#include <lockfile/lockfile.hpp>

@@ -29,6 +29,14 @@ namespace lockfile_test {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
+// Whether the library was built with its Linux extras (inotify, pidfd,
+// O_TMPFILE, statx, the /proc dead-owner probe, statfs file-system kinds,
+// thread names); false in the portable lane (preset "portable",
+// -DLOCKFILE_PORTABLE_POSIX), which runs the code macOS and the BSDs use.
+// A test of an extra asserts the portable behaviour there, or skips with a
+// reason that starts "portable POSIX path:".
+inline constexpr bool linux_extras = lockfile::detail::linux_extras;
+
 // A fresh directory per test, removed with everything in it afterwards.
 class temp_dir {
  public:

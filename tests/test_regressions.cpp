@@ -353,9 +353,15 @@ TEST_CASE("regression: an exception from process_appears_alive means alive (fail
     lock.acquire();
     FAIL("acquire() did not throw");
   } catch (const lockfile::lock_held_error& e) {
-    CHECK_THAT(e.what(), lockfile_test::contains_substring("process_appears_alive threw: probe broke"));
+    if (linux_extras)
+      CHECK_THAT(e.what(), lockfile_test::contains_substring("process_appears_alive threw: probe broke"));
   }
-  CHECK(asked >= 2);
+  // The portable path never asks it (its records carry no same-machine
+  // identity): held by the young lease, with nothing to report.
+  if (linux_extras)
+    CHECK(asked >= 2);
+  else
+    CHECK(asked == 0);
   CHECK(lockfile::parse_lease(read_file(path)));
 }
 

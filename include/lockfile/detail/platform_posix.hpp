@@ -4,6 +4,44 @@
 #ifndef LOCKFILE_DETAIL_PLATFORM_POSIX_HPP
 #define LOCKFILE_DETAIL_PLATFORM_POSIX_HPP
 
+// The Linux extras: calls and files that exist on Linux only, each a fast
+// path or a stronger check over what any POSIX system offers. One switch,
+// LOCKFILE_LINUX_EXTRAS (defined here, undefined at the end of this file),
+// turns all of them on or off; define LOCKFILE_PORTABLE_POSIX before
+// including lockfile.hpp to turn them off on Linux too, so that the code
+// macOS and the BSDs run is built and tested on Linux (CMake preset
+// "portable"). What each one is, and what the portable path does instead:
+//
+//   O_TMPFILE + linkat(/proc/self/fd/N)  publish a record from an anonymous
+//       inode. Portable: a private ".<name>.<owner>.tmp" file, then link().
+//   O_PATH + reopen via /proc/self/fd  check a lock file's type before
+//       opening it for reading. Portable: lstat() first, open with
+//       O_NONBLOCK, then fstat() the opened file and check again.
+//   statx(AT_STATX_FORCE_SYNC)  attributes from a network server, not a
+//       client's cache. Portable: fstat() of a freshly opened file.
+//   statfs() f_type  which file systems are local (flock and stat from one
+//       kernel). Portable: every file system takes the network path.
+//   /proc: boot id, PID namespace, /proc/PID/stat (start time, zombie
+//       state), /proc/PID/status (threads)  prove a same-machine owner dead
+//       at once. Portable: no boot id is known, so records carry none and
+//       only the lease rule decides (takeover after the stale threshold).
+//   inotify  wake a waiter when the lock file's name is removed. Portable:
+//       waiters wake on their poll period.
+//   pidfd_open  wake a waiter when a same-machine holder exits. Portable:
+//       none (there is no same-machine identity to trust either).
+//   eventfd  a waiter's wake-up descriptor. Portable: a pipe.
+//   renameat2(RENAME_NOREPLACE)  put a moved-aside file back where link()
+//       is unsupported. Portable: the file stays aside (its owner learns of
+//       the loss at its next renewal).
+//   O_NOATIME, pthread_setname_np(thread, name)  no atime writes on renewal
+//       reads; names on the library's threads. Portable: neither.
+//
+// Nothing outside this file tests for the operating system; the tests see
+// the switch as lockfile::detail::linux_extras.
+#if defined(__linux__) && !defined(LOCKFILE_PORTABLE_POSIX)
+#define LOCKFILE_LINUX_EXTRAS
+#endif
+
 #if defined(__unix__) || defined(__APPLE__)
 #include <dirent.h>
 #include <fcntl.h>
@@ -15,7 +53,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 #include <pthread.h>
-#if defined(__linux__)
+#if defined(LOCKFILE_LINUX_EXTRAS)
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <sys/statfs.h>
@@ -27,6 +65,13 @@
 #endif
 
 namespace lockfile::detail {
+
+// Whether the Linux extras are compiled in (see the top of this file).
+#if defined(LOCKFILE_LINUX_EXTRAS)
+inline constexpr bool linux_extras = true;
+#else
+inline constexpr bool linux_extras = false;
+#endif
 
 inline std::error_code errno_code(int value = errno) { return {value, std::system_category()}; }
 
@@ -82,7 +127,7 @@ inline int open_file(const char* path, int flags, mode_t mode = 0,
 // For the files we create: every renewal reads our own file after writing
 // it, and under relatime each such read would also write the inode's atime.
 // (Permitted to the file's owner, which the creator is.)
-#if defined(O_NOATIME)
+#if defined(LOCKFILE_LINUX_EXTRAS) && defined(O_NOATIME)
 inline constexpr int no_atime = O_NOATIME;
 #else
 inline constexpr int no_atime = 0;
@@ -157,7 +202,7 @@ inline std::error_code stat_path(const std::filesystem::path& path, file_facts& 
 // system (and FUSE) fstat may answer from a cache, or for the name rather
 // than the open file. statx with AT_STATX_FORCE_SYNC asks the server.
 inline std::error_code stat_fd_fresh(int fd, file_facts& out) {
-#if defined(__linux__) && defined(STATX_BASIC_STATS) && defined(AT_STATX_FORCE_SYNC)
+#if defined(LOCKFILE_LINUX_EXTRAS) && defined(STATX_BASIC_STATS) && defined(AT_STATX_FORCE_SYNC)
   struct statx st {};
   if (::statx(fd, "", AT_EMPTY_PATH | AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, &st) == 0) {
     out.identity = {makedev(st.stx_dev_major, st.stx_dev_minor), static_cast<ino_t>(st.stx_ino)};
@@ -334,7 +379,7 @@ struct fs_path_decision {
 // path is correct everywhere, only slower.
 inline fs_path_decision decide_fs_path(const std::filesystem::path& dir) {
   fs_path_decision out;
-#if defined(__linux__)
+#if defined(LOCKFILE_LINUX_EXTRAS)
   auto at = dir.empty() ? std::filesystem::path(".") : dir;
   for (bool first = true;; first = false) {
     struct statfs fs {};
@@ -381,7 +426,7 @@ inline void put_back(const std::filesystem::path& aside, const std::filesystem::
     return;
   }
   int error = errno;
-#if defined(__linux__) && defined(RENAME_NOREPLACE)
+#if defined(LOCKFILE_LINUX_EXTRAS) && defined(RENAME_NOREPLACE)
   if (error == EPERM || not_supported(error)) {
     if (::renameat2(AT_FDCWD, aside.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) == 0) return;
     error = errno;
@@ -444,7 +489,7 @@ inline publication publish_new_file(const std::filesystem::path& path, std::stri
     return std::move(out);
   };
 
-#if defined(O_TMPFILE)
+#if defined(LOCKFILE_LINUX_EXTRAS) && defined(O_TMPFILE)
   // Linux: an anonymous inode, linked to its name only once complete.
   unique_fd anonymous(open_file(dir.c_str(), O_TMPFILE | O_RDWR | no_atime, mode, last_component::follow));
   if (anonymous) {
@@ -544,7 +589,7 @@ inline observed_file observe_file(const std::filesystem::path& path, fs_path kin
   // The type first, through a descriptor that cannot read, write or block:
   // opening a FIFO, socket or device for reading could hang, fail with
   // ENXIO, or have effects of its own (a tty, a watchdog).
-#if defined(O_PATH)
+#if defined(LOCKFILE_LINUX_EXTRAS) && defined(O_PATH)
   const unique_fd handle(open_file(path.c_str(), O_PATH));
   if (!handle) {
     out.error = vanished_as_enoent(errno_code());
@@ -552,12 +597,20 @@ inline observed_file observe_file(const std::filesystem::path& path, fs_path kin
     return out;
   }
   if ((out.error = vanished_as_enoent(stat_fd(handle.get(), out.facts)))) return out;
-  if (out.facts.symlink) {  // O_PATH|O_NOFOLLOW names the link itself
-    out.error = errno_code(ELOOP);
+#else
+  // Without O_PATH: the type by name, never following a link. Should the
+  // name be swapped between this look and the open below, O_NONBLOCK keeps
+  // that open from hanging and the fstat after it refuses the new type.
+  if ((out.error = vanished_as_enoent(stat_path(path, out.facts)))) {
     out.operation = "open lock file";
     return out;
   }
 #endif
+  if (out.facts.symlink) {  // O_PATH|O_NOFOLLOW (or lstat) names the link itself
+    out.error = errno_code(ELOOP);
+    out.operation = "open lock file";
+    return out;
+  }
   const auto refuse_type = [&] {
     if (out.facts.directory) {
       out.error = errno_code(EISDIR);
@@ -570,15 +623,13 @@ inline observed_file observe_file(const std::filesystem::path& path, fs_path kin
     }
     return false;
   };
-#if defined(O_PATH)
-  if (refuse_type()) return out;
-#endif
+  if (refuse_type()) return out;  // before any open that could block or act
   // Read-write where permitted: NFS emulates flock with POSIX locks, which
   // need a writable descriptor. O_NONBLOCK: should the name be swapped for a
   // FIFO in between, it must not hang us.
   bool same_inode_as_checked = false;  // reopened through the handle: its facts still hold
   const auto open_for_reading = [&](int flags) {
-#if defined(O_PATH)
+#if defined(LOCKFILE_LINUX_EXTRAS) && defined(O_PATH)
     // The very inode just checked, reopened through its handle (a fresh open
     // on network file systems too); by name only where /proc is missing.
     const std::string reopen = "/proc/self/fd/" + std::to_string(handle.get());
@@ -632,7 +683,7 @@ inline std::string host_name() {
 }
 
 inline std::string boot_id() {
-#if defined(__linux__)
+#if defined(LOCKFILE_LINUX_EXTRAS)
   auto text = read_small_file("/proc/sys/kernel/random/boot_id");
   while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
   return text;
@@ -642,7 +693,7 @@ inline std::string boot_id() {
 }
 
 inline std::uint64_t pid_namespace() {
-#if defined(__linux__)
+#if defined(LOCKFILE_LINUX_EXTRAS)
   struct stat st {};
   if (::stat("/proc/self/ns/pid", &st) != 0) return 0;
   return static_cast<std::uint64_t>(st.st_ino);
@@ -684,7 +735,7 @@ inline std::optional<proc_stat> parse_proc_stat(std::string_view text) {
 // PID namespace without its own /proc mount (unshare --pid --fork without
 // --mount-proc), /proc/PID names some other process of the outer namespace.
 inline bool proc_is_ours() {
-#if defined(__linux__)
+#if defined(LOCKFILE_LINUX_EXTRAS)
   char target[32] = {};
   const ssize_t n = ::readlink("/proc/self", target, sizeof target - 1);
   if (n <= 0) return false;
@@ -697,7 +748,7 @@ inline bool proc_is_ours() {
 }
 
 inline std::optional<proc_stat> read_proc_stat(int pid) {
-#if defined(__linux__)
+#if defined(LOCKFILE_LINUX_EXTRAS)
   if (!proc_is_ours()) return std::nullopt;
   const std::string path = "/proc/" + std::to_string(pid) + "/stat";
   const auto text = read_small_file(path.c_str());
@@ -711,11 +762,12 @@ inline std::optional<proc_stat> read_proc_stat(int pid) {
 
 enum class liveness { alive, dead };
 
-// Is the process that wrote a record with our boot id and PID namespace still
-// running? Dead only on proof: /proc/PID gone (confirmed by kill), a zombie,
-// or a different start time (the pid was reused). Anything unclear: alive.
 // The number of live threads of a process (/proc/PID/status), 0 if unknown.
 inline int thread_count(int pid) {
+#if !defined(LOCKFILE_LINUX_EXTRAS)
+  (void)pid;
+  return 0;
+#else
   const std::string path = "/proc/" + std::to_string(pid) + "/status";
   const auto text = read_small_file(path.c_str());
   const auto at = text.find("\nThreads:");
@@ -724,8 +776,12 @@ inline int thread_count(int pid) {
   int count = 0;
   if (begin != std::string::npos) std::from_chars(text.data() + begin, text.data() + text.size(), count);
   return count;
+#endif
 }
 
+// Is the process that wrote a record with our boot id and PID namespace still
+// running? Dead only on proof: /proc/PID gone (confirmed by kill), a zombie,
+// or a different start time (the pid was reused). Anything unclear: alive.
 inline liveness probe_process(int pid, std::uint64_t start_time) {
   if (const auto stat = read_proc_stat(pid)) {
     // A zombie leader whose other threads still run (the main thread called
@@ -902,7 +958,7 @@ class fork_safe_mutex {
 
 // Names the calling thread, as ps, top and gdb show it.
 inline void name_this_thread([[maybe_unused]] const char* name) {
-#if defined(__linux__)
+#if defined(LOCKFILE_LINUX_EXTRAS)
   ::pthread_setname_np(::pthread_self(), name);
 #endif
 }
@@ -942,7 +998,7 @@ class directory_watch final : public fork_sensitive {
   };
 
   directory_watch() {
-#if defined(__linux__)
+#if defined(LOCKFILE_LINUX_EXTRAS)
     inotify_.reset(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
 #endif
     fork_registry::instance().add(this);
@@ -957,8 +1013,9 @@ class directory_watch final : public fork_sensitive {
 
   // Watches dir for who; false when there is no watch (no inotify, or the
   // watch failed): the waiter then relies on its poll period.
+  // NOLINTNEXTLINE(readability-convert-member-functions-to-static): static only without inotify
   bool subscribe(interest& who, const std::filesystem::path& dir) {
-#if defined(__linux__)
+#if defined(LOCKFILE_LINUX_EXTRAS)
     std::lock_guard guard(mutex_);
     if (!inotify_) return false;
     drop_locked(who);
@@ -984,7 +1041,7 @@ class directory_watch final : public fork_sensitive {
 
   // Reads the pending events and wakes every interest they concern.
   void dispatch() {
-#if defined(__linux__)
+#if defined(LOCKFILE_LINUX_EXTRAS)
     std::lock_guard guard(mutex_);
     alignas(inotify_event) char buffer[4096];
     ssize_t n = 0;
@@ -1008,7 +1065,7 @@ class directory_watch final : public fork_sensitive {
 
   static void wake(int fd) {
     if (fd < 0) return;
-#if defined(__linux__)
+#if defined(LOCKFILE_LINUX_EXTRAS)
     const std::uint64_t one = 1;
     // A failed write means a wake-up is pending already.
     [[maybe_unused]] const ssize_t written = ::write(fd, &one, sizeof one);
@@ -1027,9 +1084,9 @@ class directory_watch final : public fork_sensitive {
   void drop_locked(interest& who) {
     if (who.wd < 0) return;
     std::erase(interests_, &who);
+#if defined(LOCKFILE_LINUX_EXTRAS)
     const bool shared = std::any_of(interests_.begin(), interests_.end(),
                                     [&](const interest* other) { return other->wd == who.wd; });
-#if defined(__linux__)
     if (!shared && inotify_) ::inotify_rm_watch(inotify_.get(), who.wd);
 #endif
     who.wd = -1;
@@ -1050,15 +1107,23 @@ class wait_channel final : public fork_sensitive {
   wait_channel(const std::filesystem::path& lock_file, directory_watch& watch)
       : directory_(lock_file.parent_path()), watch_(&watch), generation_(fork_generation()) {
     interest_.name = lock_file.filename().string();
-#if defined(__linux__)
+#if defined(LOCKFILE_LINUX_EXTRAS)
     wake_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
 #else
     int fds[2];
-    if (::pipe(fds) == 0) {  // no pipe2 everywhere; the CLOEXEC window is brief
+#if defined(__APPLE__)
+    // macOS has no pipe2: close-on-exec follows at once, and a fork and exec
+    // by another thread in that moment inherits both ends.
+    if (::pipe(fds) == 0) {
       for (const int fd : fds) {
         ::fcntl(fd, F_SETFD, FD_CLOEXEC);
         ::fcntl(fd, F_SETFL, O_NONBLOCK);
       }
+#else
+    // pipe2 (POSIX.1-2024; Linux, the BSDs, illumos): close-on-exec from the
+    // start, so no fork and exec by another thread can inherit it.
+    if (::pipe2(fds, O_CLOEXEC | O_NONBLOCK) == 0) {
+#endif
       wake_read_.reset(fds[0]);
       wake_.reset(fds[1]);
     }
@@ -1150,7 +1215,7 @@ class wait_channel final : public fork_sensitive {
 // reused pid is not mistaken for the holder. -1 when unavailable, or when
 // the pid no longer names the holder (the next attempt will see it dead).
 inline unique_fd open_holder_exit_fd(int pid, std::uint64_t start_time) {
-#if defined(__linux__) && defined(SYS_pidfd_open)
+#if defined(LOCKFILE_LINUX_EXTRAS) && defined(SYS_pidfd_open)
   unique_fd fd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));  // always close-on-exec
   if (!fd) return fd;
   const auto stat = read_proc_stat(pid);
@@ -1192,5 +1257,7 @@ inline std::string new_owner_id(int pid, std::chrono::system_clock::time_point n
 }
 
 }  // namespace lockfile::detail
+
+#undef LOCKFILE_LINUX_EXTRAS  // the rest of the header asks linux_extras, if anything
 
 #endif  // LOCKFILE_DETAIL_PLATFORM_POSIX_HPP

@@ -57,7 +57,7 @@
 #include "detail/errors.hpp"
 #include "detail/options.hpp"
 #include "detail/record.hpp"
-#include "detail/platform_posix.hpp"
+#include "detail/platform.hpp"
 #include "detail/judgement.hpp"
 #include "detail/lease_state.hpp"
 #include "detail/renewal_service.hpp"

@@ -53,7 +53,7 @@ struct held_lease final : fork_sensitive {
   // the file, this lease's mutex (a parent thread may have held it) or the
   // parent's service again.
   void forget_in_child() noexcept override {
-    ::close(fd.release());
+    fd.reset();
     life.abandon();
   }
 
@@ -163,7 +163,7 @@ inline renewal renew(held_lease& held) {
   const auto length = static_cast<std::size_t>(end - digits);
   if (bytes == held.record && length == held.heartbeat_digits) {
     // The usual case: only the heartbeat's digits change.
-    if (write_at(held.fd.get(), std::string_view(digits, length), static_cast<off_t>(held.heartbeat_at)))
+    if (write_at(held.fd.get(), std::string_view(digits, length), held.heartbeat_at))
       return renewal::failed;
     held.record.replace(held.heartbeat_at, length, digits, length);
   } else {

@@ -43,7 +43,7 @@ inline std::string not_permitted(std::string operation, const std::filesystem::p
 // the path while it exists, so the check and the unlink are one step: no
 // contender can ever delete a fresh lock.
 template <class BytesAreExpected>
-removal remove_lock_file_if(const std::filesystem::path& lock_file, int fd, file_identity identity,
+removal remove_lock_file_if(const std::filesystem::path& lock_file, native_handle fd, file_identity identity,
                             BytesAreExpected&& expected, removal_failure& failure) {
   const auto failed = [&](std::string operation, std::error_code ec) {
     failure.operation = std::move(operation);
@@ -104,7 +104,7 @@ class claimed_removal {
   template <class BytesAreExpected>
   removal remove(unique_fd& fd, std::string_view generation, BytesAreExpected&& expected,
                  flock_use use = flock_use::filter) {
-    flock_filter filter(use == flock_use::filter ? fd.get() : -1);
+    flock_filter filter(use == flock_use::filter ? fd.get() : no_handle);
     if (filter.result == flock_result::busy) return removal::busy;
     // Any other flock failure: flock is only a filter here.
 

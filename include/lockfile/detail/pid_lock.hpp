@@ -343,7 +343,7 @@ class PIDLock {
         case removal::changed:
           if (++retries >= options_.acquire_retry_limit) return with(attempt_result::retry_limit);
           if (waiting)
-            waiting->wait_until(std::chrono::steady_clock::now() + options_.acquire_retry_delay, -1);
+            waiting->wait_until(std::chrono::steady_clock::now() + options_.acquire_retry_delay, detail::no_handle);
           else
             std::this_thread::sleep_for(options_.acquire_retry_delay);
           if (stop.stop_requested()) return with(attempt_result::retry_limit);

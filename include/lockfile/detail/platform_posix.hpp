@@ -1,6 +1,7 @@
-// Platform layer: every POSIX call the library makes lives here. Functions
-// report errno through std::error_code and never throw.
-// Part of lockfile.hpp, which includes the parts in order; include that.
+// The POSIX platform (Linux, macOS, the BSDs): every POSIX call the library
+// makes lives here. Functions report errno through std::error_code and never
+// throw. Included by platform.hpp, which declares the interface; include
+// lockfile.hpp.
 #ifndef LOCKFILE_DETAIL_PLATFORM_POSIX_HPP
 #define LOCKFILE_DETAIL_PLATFORM_POSIX_HPP
 
@@ -80,7 +81,10 @@ inline bool not_supported(int error) {
   return error == EOPNOTSUPP || error == ENOTSUP;  // NOLINT(misc-redundant-expression): equal on Linux only
 }
 
-using steady_clock_time = std::chrono::steady_clock::time_point;
+// What the platform interface passes around for an open file or a process
+// (platform.hpp): a descriptor here, a HANDLE on Windows; no_handle for none.
+using native_handle = int;
+inline constexpr native_handle no_handle = -1;
 
 // Owns one file descriptor; closes it on destruction.
 class unique_fd {
@@ -108,6 +112,9 @@ class unique_fd {
  private:
   int fd_ = -1;
 };
+
+using publication = basic_publication<unique_fd>;
+using observed_file = basic_observed_file<unique_fd>;
 
 // Every open goes through here: never leak the descriptor into an exec'd
 // child, and never follow a symbolic link at the last component of a lock
@@ -137,40 +144,14 @@ inline mode_t to_mode(std::filesystem::perms perms) {
   return static_cast<mode_t>(perms & std::filesystem::perms::mask);
 }
 
-struct file_identity {
-  dev_t device = 0;
-  ino_t inode = 0;
-  friend bool operator==(const file_identity&, const file_identity&) = default;
-};
-
-struct file_facts {
-  file_identity identity;
-  bool regular = false;
-  bool directory = false;
-  bool symlink = false;
-  nlink_t links = 0;
-  uid_t owner = 0;
-  std::chrono::system_clock::time_point modified;  // mtime: any writer can set it
-  std::chrono::system_clock::time_point changed;   // ctime: the kernel's (or server's) clock alone
-};
-
-// A file time as a time_point, saturating: an mtime set past the year 2262
-// (or before 1678) does not overflow the nanosecond count.
-inline std::chrono::system_clock::time_point from_file_time(std::int64_t seconds, std::int64_t nanoseconds) {
-  constexpr std::int64_t limit = std::numeric_limits<std::int64_t>::max() / 1'000'000'000 - 1;
-  if (seconds > limit) return from_unix_nanos(std::numeric_limits<std::int64_t>::max());
-  if (seconds < -limit) return from_unix_nanos(std::numeric_limits<std::int64_t>::min());
-  return from_unix_nanos(seconds * 1'000'000'000 + nanoseconds);
-}
-
 inline file_facts facts_from(const struct stat& st) {
   file_facts facts;
-  facts.identity = {st.st_dev, st.st_ino};
+  facts.identity = {static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino)};
   facts.regular = S_ISREG(st.st_mode);
   facts.directory = S_ISDIR(st.st_mode);
   facts.symlink = S_ISLNK(st.st_mode);
-  facts.links = st.st_nlink;
-  facts.owner = st.st_uid;
+  facts.links = static_cast<std::uint64_t>(st.st_nlink);
+  facts.owner = static_cast<std::uint32_t>(st.st_uid);
 #if defined(__APPLE__)
   const auto& mtime = st.st_mtimespec;
   const auto& ctime = st.st_ctimespec;
@@ -205,7 +186,7 @@ inline std::error_code stat_fd_fresh(int fd, file_facts& out) {
 #if defined(LOCKFILE_LINUX_EXTRAS) && defined(STATX_BASIC_STATS) && defined(AT_STATX_FORCE_SYNC)
   struct statx st {};
   if (::statx(fd, "", AT_EMPTY_PATH | AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, &st) == 0) {
-    out.identity = {makedev(st.stx_dev_major, st.stx_dev_minor), static_cast<ino_t>(st.stx_ino)};
+    out.identity = {static_cast<std::uint64_t>(makedev(st.stx_dev_major, st.stx_dev_minor)), st.stx_ino};
     out.regular = S_ISREG(st.stx_mode);
     out.directory = S_ISDIR(st.stx_mode);
     out.symlink = S_ISLNK(st.stx_mode);
@@ -246,7 +227,8 @@ inline std::error_code read_prefix(int fd, std::string& out, std::size_t limit) 
   return {};
 }
 
-inline std::error_code write_at(int fd, std::string_view bytes, off_t offset) {
+inline std::error_code write_at(int fd, std::string_view bytes, std::uint64_t at) {
+  auto offset = static_cast<off_t>(at);
   while (!bytes.empty()) {
     const ssize_t n = ::pwrite(fd, bytes.data(), bytes.size(), offset);
     if (n < 0) {
@@ -266,8 +248,6 @@ inline std::error_code truncate_to(int fd, std::size_t size) {
   return rc == 0 ? std::error_code{} : errno_code();
 }
 
-enum class flock_result { locked, busy, unsupported, failed };
-
 // flock, not fcntl locks: those belong to the process, so two locks in one
 // process would not exclude each other.
 inline flock_result try_flock(int fd, std::error_code& ec) {
@@ -282,25 +262,6 @@ inline flock_result try_flock(int fd, std::error_code& ec) {
 }
 
 inline void unlock_flock(int fd) { ::flock(fd, LOCK_UN); }
-
-// flock on a judged file, dropped explicitly on the way out, not left to
-// close(): a fork() by another thread meanwhile would share the descriptor,
-// and the child would hold the flock for its whole life. fd -1: no flock.
-struct flock_filter {
-  int fd = -1;
-  flock_result result = flock_result::unsupported;
-  std::error_code error;
-  explicit flock_filter(int descriptor) : fd(descriptor) {
-    if (fd >= 0) result = try_flock(fd, error);
-  }
-  flock_filter(const flock_filter&) = delete;
-  flock_filter& operator=(const flock_filter&) = delete;
-  ~flock_filter() { unlock(); }
-  void unlock() {
-    if (result == flock_result::locked) unlock_flock(fd);
-    result = flock_result::unsupported;
-  }
-};
 
 
 inline std::error_code remove_name(const std::filesystem::path& path) {
@@ -321,7 +282,7 @@ inline void unlink_if_names(int fd, const std::filesystem::path& path) {
 }
 
 // "uid 1 (daemon)": a file owner for an error message.
-inline std::string describe_user(uid_t uid) {
+inline std::string describe_user(std::uint32_t uid) {
   std::string text = "uid " + std::to_string(uid);
   passwd entry{};
   passwd* found = nullptr;
@@ -345,13 +306,6 @@ inline std::error_code make_directories(const std::filesystem::path& dir, mode_t
   return errno_code();
 }
 
-// Which removal path a directory's file system takes (DESIGN.md "Protocol",
-// step 4). On the file systems known to be local, one kernel sees every
-// flock and answers stat from the inode itself. Everything else (NFS,
-// SMB/CIFS, FUSE, 9p, Ceph, GFS2, OCFS2, Lustre, GPFS, and any type not
-// listed here) is treated as a network file system.
-enum class fs_path { local, network };
-
 inline bool known_local_file_system(std::uint32_t magic) {
   switch (magic) {
     case 0xEF53U:      // ext2, ext3, ext4
@@ -368,11 +322,6 @@ inline bool known_local_file_system(std::uint32_t magic) {
       return false;
   }
 }
-
-struct fs_path_decision {
-  fs_path path = fs_path::network;
-  bool final = false;  // decided on dir itself, not on an ancestor
-};
 
 // Decided on dir, or while dir does not exist yet on its nearest existing
 // ancestor (where it will be created). Unknown means network: the network
@@ -453,25 +402,6 @@ inline std::vector<std::string> names_starting_with(const std::filesystem::path&
   ::closedir(listing);
   return names;
 }
-
-// The protocol's own names beside a lock file, ".<name>.<middle><suffix>":
-// private publication files (".tmp"), claims (".claim", ".claim.1", ...) and
-// files moved aside (".reclaim"). Readers ignore them.
-// (Appended piecewise: GCC 12 warns falsely on "." + std::string at -O2.)
-inline std::filesystem::path protocol_name(const std::filesystem::path& lock_file, std::string_view middle,
-                                           std::string_view suffix) {
-  std::string leaf(1, '.');
-  leaf.append(lock_file.filename().native()).append(1, '.').append(middle).append(suffix);
-  return lock_file.parent_path() / leaf;
-}
-
-// The result of trying to create the lock file with a complete record.
-struct publication {
-  unique_fd fd;           // the lock file, open read-write, when published
-  std::error_code error;  // EEXIST when someone else's file is in the way
-  const char* operation = "create lock file";
-  std::filesystem::path subject;  // the directory, when creating it failed
-};
 
 // Writes bytes into a file nobody can see yet and links it to path in one
 // step, so that no reader ever sees a partial record from a live owner.
@@ -554,31 +484,6 @@ inline publication publish_new_file(const std::filesystem::path& path, std::stri
   return out;
 }
 
-// Publishes, creating missing parent directories only when the first try
-// says they are missing (the common case costs no mkdir).
-inline publication publish(const std::filesystem::path& path, std::string_view bytes,
-                           mode_t file_mode, mode_t directory_mode,
-                           std::string_view owner) {
-  auto result = publish_new_file(path, bytes, file_mode, path, owner);
-  if (result.error != std::errc::no_such_file_or_directory) return result;
-  if (auto ec = make_directories(path.parent_path(), directory_mode)) {
-    result.error = ec;
-    result.operation = "create lock directory";
-    result.subject = path.parent_path();
-    return result;
-  }
-  return publish_new_file(path, bytes, file_mode, path, owner);
-}
-
-// A look at someone else's lock file: its descriptor, identity and bytes.
-struct observed_file {
-  unique_fd fd;
-  file_facts facts;
-  std::string bytes;       // at most max_record_bytes + 1
-  std::error_code error;   // ENOENT: it vanished, which callers retry
-  const char* operation = "read lock file";
-};
-
 // On a network file system (fresh) the attributes come from the server, not
 // from a cache; the file is opened anew either way, so that its bytes are
 // read fresh too (NFS close-to-open consistency, FUSE's open). A file that
@@ -656,16 +561,6 @@ inline observed_file observe_file(const std::filesystem::path& path, fs_path kin
   }
   out.error = vanished_as_enoent(read_prefix(out.fd.get(), out.bytes, max_record_bytes));
   return out;
-}
-
-// For inspection: a file that was opened and then vanished (ENOENT or
-// ESTALE from statx or read; on a network file system possibly for a
-// moment only) is looked at again, a few times, before it is called gone.
-inline observed_file observe_settled(const std::filesystem::path& path, fs_path kind) {
-  auto seen = observe_file(path, kind);
-  for (int again = 0; again < 8 && seen.error == std::errc::no_such_file_or_directory && seen.fd; ++again)
-    seen = observe_file(path, kind);
-  return seen;
 }
 
 // Reads a small text file whole (for /proc); empty on any failure.
@@ -760,8 +655,6 @@ inline std::optional<proc_stat> read_proc_stat(int pid) {
 #endif
 }
 
-enum class liveness { alive, dead };
-
 // The number of live threads of a process (/proc/PID/status), 0 if unknown.
 inline int thread_count(int pid) {
 #if !defined(LOCKFILE_LINUX_EXTRAS)
@@ -799,18 +692,6 @@ inline liveness probe_process(int pid, std::uint64_t start_time) {
 
 inline int current_pid() { return static_cast<int>(::getpid()); }
 
-// The identity this process writes into its records. Host, boot id and PID
-// namespace are read once per process; pid and start time again after fork().
-struct process_identity {
-  int pid = 0;
-  std::uint64_t start_time = 0;
-  std::string host;
-  std::string boot_id;
-  std::uint64_t pid_namespace = 0;
-  std::uint64_t generation = 0;                // the fork generation it was made for
-  const process_identity* earlier = nullptr;  // the parent's, kept reachable (never freed)
-};
-
 // The count of fork()s this process descends from, as seen by the library:
 // raised in the child at the fork (fork_registry below). Anything made for
 // one generation (a lease, a wait channel, a mutex another thread may have
@@ -820,24 +701,6 @@ inline std::atomic<std::uint64_t>& fork_generation_counter() {
   static std::atomic<std::uint64_t> generation{0};
   return generation;
 }
-
-// What must be forgotten in a forked child before its own code runs: a
-// lease's descriptor (the parent's lease, never the child's), a waiting
-// channel's wake-up descriptor. Closing them later by number could close a
-// file the child opened itself under a recycled number.
-class fork_sensitive {
- public:
-  // Called in the child, at the fork, with every other thread gone: closes
-  // the member's descriptors and marks it as the parent's.
-  virtual void forget_in_child() noexcept = 0;
-
-  fork_sensitive() = default;
-  virtual ~fork_sensitive() = default;
-  fork_sensitive(const fork_sensitive&) = delete;
-  fork_sensitive& operator=(const fork_sensitive&) = delete;
-  fork_sensitive(fork_sensitive&&) = delete;
-  fork_sensitive& operator=(fork_sensitive&&) = delete;
-};
 
 // The process-wide list of fork_sensitive members and the pthread_atfork
 // handlers that walk it. Made on first use (a PIDLock's construction, or
@@ -922,39 +785,6 @@ inline const process_identity& self_identity() {
   }
   return *identity;
 }
-
-// A mutex that a forked child can use even when another thread of the
-// parent held it at the fork: in a child of a later fork generation, lock()
-// starts on a fresh mutex and leaks the old one, which may stay locked
-// forever. (The library never forks while holding one of these.)
-class fork_safe_mutex {
- public:
-  fork_safe_mutex() : node_(new node{fork_generation(), {}}) {}
-  ~fork_safe_mutex() { delete node_.load(std::memory_order_relaxed); }  // NOLINT(cppcoreguidelines-owning-memory)
-  fork_safe_mutex(const fork_safe_mutex&) = delete;
-  fork_safe_mutex& operator=(const fork_safe_mutex&) = delete;
-
-  void lock() { current().lock(); }
-  void unlock() { current().unlock(); }
-  bool try_lock() { return current().try_lock(); }
-
- private:
-  struct node {
-    std::uint64_t generation;
-    std::mutex mutex;
-  };
-  std::mutex& current() {
-    const auto generation = fork_generation();
-    node* at = node_.load(std::memory_order_acquire);
-    while (at->generation != generation) {
-      auto* fresh = new node{generation, {}};  // NOLINT(cppcoreguidelines-owning-memory): owned by node_
-      if (node_.compare_exchange_strong(at, fresh, std::memory_order_acq_rel)) return fresh->mutex;
-      delete fresh;  // NOLINT(cppcoreguidelines-owning-memory): another thread of the child won
-    }
-    return at->mutex;
-  }
-  std::atomic<node*> node_;
-};
 
 // Names the calling thread, as ps, top and gdb show it.
 inline void name_this_thread([[maybe_unused]] const char* name) {
@@ -1230,30 +1060,6 @@ inline unique_fd open_holder_exit_fd(int pid, std::uint64_t start_time) {
   (void)start_time;
   return unique_fd{};
 #endif
-}
-
-// Unique across processes, hosts and calls: pid, wall time, a counter and
-// 64 random bits.
-//
-// The random bits come from a generator seeded from std::random_device
-// (which may cost a system call or a slow instruction per use) once per
-// thread, and again in a forked child, which would otherwise repeat its
-// parent's bits.
-inline std::string new_owner_id(int pid, std::chrono::system_clock::time_point now) {
-  static std::atomic<std::uint64_t> counter{0};
-  thread_local std::mt19937_64 bits;  // NOLINT(cert-msc32-c,cert-msc51-cpp): seeded below before any use
-  thread_local int seeded_for = 0;
-  if (seeded_for != pid) {
-    std::random_device entropy;
-    std::seed_seq seed{entropy(), entropy(), entropy(), entropy()};
-    bits.seed(seed);
-    seeded_for = pid;
-  }
-  const std::uint64_t random = bits();
-  char hex[17] = {};
-  std::to_chars(hex, hex + 16, random, 16);
-  return std::to_string(pid) + "-" + std::to_string(unix_nanos(now)) + "-" +
-         std::to_string(++counter) + "-" + hex;
 }
 
 }  // namespace lockfile::detail

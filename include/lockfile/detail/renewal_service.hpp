@@ -17,14 +17,14 @@ class renewal_service;
 // or FUSE mount, a hung disk) blocks only this worker.
 class renewal_worker {
  public:
-  renewal_worker(renewal_service& service, dev_t device) : service_(service), device_(device) {}
+  renewal_worker(renewal_service& service, std::uint64_t device) : service_(service), device_(device) {}
   ~renewal_worker() = default;
   renewal_worker(const renewal_worker&) = delete;
   renewal_worker& operator=(const renewal_worker&) = delete;
   renewal_worker(renewal_worker&&) = delete;
   renewal_worker& operator=(renewal_worker&&) = delete;
 
-  dev_t device() const { return device_; }
+  std::uint64_t device() const { return device_; }
 
   // Starts renewing. Fails only when the thread cannot be started.
   std::error_code add(std::shared_ptr<held_lease> held) {
@@ -76,7 +76,7 @@ class renewal_worker {
   }
 
   renewal_service& service_;
-  const dev_t device_;
+  const std::uint64_t device_;
   std::mutex mutex_;
   std::condition_variable_any wake_;
   bool changed_ = false;

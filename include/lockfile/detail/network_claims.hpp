@@ -24,16 +24,12 @@ inline constexpr int max_vanished_passes = 1000;
 // this many stale levels, a claim counts as busy.
 inline constexpr int max_claim_levels = 16;
 
-// EPERM or EACCES on a name we may not remove: in a sticky directory (/tmp,
-// /run/lock) only a file's owner may unlink it. Retrying cannot help, so
-// the error names the owner and says what to do.
+// EPERM or EACCES on a name we may not remove (POSIX: in a sticky directory
+// such as /tmp only a file's owner may unlink it). Retrying cannot help, so
+// the error says why and what to do (removal_refused_hint).
 inline std::string not_permitted(std::string operation, const std::filesystem::path& name) {
   file_facts facts;
-  if (!stat_path(name, facts)) {
-    operation += " (owned by " + describe_user(facts.owner) +
-                 "; only its owner or root may remove it from a sticky directory such as /tmp: "
-                 "use a lock directory that every user of the lock may write, without the sticky bit)";
-  }
+  if (!stat_path(name, facts)) operation += removal_refused_hint(facts);
   return operation;
 }
 
@@ -216,8 +212,8 @@ class claimed_removal {
       }
       return only(text, "0123456789abcdef");
     };
-    const auto is_leftover = [&](std::string_view leaf) {
-      auto rest = leaf.substr(prefix.size());
+    // rest: the name after the prefix, when it is ASCII (protocol names are).
+    const auto is_leftover = [&](std::string_view rest) {
       for (const std::string_view suffix : {".reclaim", ".tmp"})
         if (rest.ends_with(suffix)) return is_owner_id(rest.substr(0, rest.size() - suffix.size()));
       const auto claim = rest.find(".claim");
@@ -226,7 +222,12 @@ class claimed_removal {
       return level.empty() || (level.front() == '.' && only(level.substr(1), "0123456789"));
     };
     for (const auto& leaf : detail::names_starting_with(dir, prefix)) {
-      if (!is_leftover(leaf)) continue;
+      std::string rest;
+      for (const auto c : leaf.substr(prefix.size())) {
+        if (static_cast<unsigned>(c) > 0x7fU) break;
+        rest.push_back(static_cast<char>(c));
+      }
+      if (rest.size() != leaf.size() - prefix.size() || !is_leftover(rest)) continue;
       const auto name = dir / leaf;
       auto seen = detail::observe_file(name, detail::fs_path::network);
       seen.fd.reset();

@@ -12,14 +12,14 @@
 //   native_handle, no_handle, unique_fd   an open file or process, owned
 //   publication, observed_file            basic_publication/basic_observed_file of unique_fd
 //   errno_code(int)                       a library-made code (ELOOP, EISDIR, ...)
-//   to_mode(perms)                        creation mode bits (ignored on Windows)
+//   mode_bits, to_mode(perms)             creation mode bits (ignored on Windows)
 //   stat_fd, stat_fd_fresh, stat_path     file_facts of a handle or a name (never following a link)
 //   read_prefix, write_at, truncate_to    positioned I/O on a handle
 //   try_flock, unlock_flock               the removal guard: flock, or LockFileEx on one high byte
 //   remove_name, move_name, put_back      unlink, rename aside, give the name back
 //   names_starting_with                   a directory listing by prefix
 //   make_directories                      mkdir -p
-//   describe_user                         a file's owner, for an error message
+//   removal_refused_hint                  why a removal was refused, for an error message
 //   decide_fs_path, vanished_as_enoent    local or network removal path; "vanished" errors
 //   publish_new_file                      a complete record under a new name, or EEXIST
 //   observe_file                          open someone's lock file, check its type, read it
@@ -176,7 +176,7 @@ struct flock_filter {
 // Publishes, creating missing parent directories only when the first try
 // says they are missing (the common case costs no mkdir).
 inline publication publish(const std::filesystem::path& path, std::string_view bytes,
-                           mode_t file_mode, mode_t directory_mode,
+                           mode_bits file_mode, mode_bits directory_mode,
                            std::string_view owner) {
   auto result = publish_new_file(path, bytes, file_mode, path, owner);
   if (result.error != std::errc::no_such_file_or_directory) return result;

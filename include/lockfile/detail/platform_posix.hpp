@@ -86,6 +86,9 @@ inline bool not_supported(int error) {
 using native_handle = int;
 inline constexpr native_handle no_handle = -1;
 
+// A new file's or directory's permission bits (the umask applies).
+using mode_bits = mode_t;
+
 // Owns one file descriptor; closes it on destruction.
 class unique_fd {
  public:
@@ -290,6 +293,14 @@ inline std::string describe_user(std::uint32_t uid) {
   if (::getpwuid_r(uid, &entry, buffer, sizeof buffer, &found) == 0 && found != nullptr && found->pw_name)
     text.append(" (").append(found->pw_name).append(")");
   return text;
+}
+
+// Why a removal was refused, for the error message: in a sticky directory
+// only a file's owner (or root) may unlink it.
+inline std::string removal_refused_hint(const file_facts& facts) {
+  return " (owned by " + describe_user(facts.owner) +
+         "; only its owner or root may remove it from a sticky directory such as /tmp: "
+         "use a lock directory that every user of the lock may write, without the sticky bit)";
 }
 
 // mkdir -p: every missing level is created with mode (the umask applies).

@@ -1,0 +1,631 @@
+// The Windows platform: every Win32 call the library makes lives here, on
+// wide paths (CreateFileW on path::native(), never the ANSI API). Functions
+// report GetLastError() through std::error_code and never throw.
+// Included by platform.hpp, which declares the interface; include lockfile.hpp.
+#ifndef LOCKFILE_DETAIL_PLATFORM_WINDOWS_HPP
+#define LOCKFILE_DETAIL_PLATFORM_WINDOWS_HPP
+
+// How each POSIX mechanism is played here (docs/design.md "Windows"):
+//
+//   publish by link()      a private ".<name>.<owner>.tmp" file, written,
+//       then renamed onto the lock path through its handle without
+//       replacement (FileRenameInfo, ReplaceIfExists off): "exists" = held.
+//   flock as the removal guard  LockFileEx on one byte far past any record
+//       (exclusive, fail at once); released by the kernel when the holder's
+//       handle closes or its process dies.
+//   unlink under the guard  through a handle: renamed aside to a private
+//       name first, so that the lock's name is free at once even while a
+//       reader still has the file open, then deleted on close.
+//   O_NOFOLLOW             FILE_FLAG_OPEN_REPARSE_POINT: a symbolic link or
+//       junction at the path is opened as itself, and refused.
+//   /proc probes           OpenProcess: "no such process", a signalled
+//       process object, or a different creation time (a reused pid) prove
+//       an owner dead. The boot time is the boot id.
+//   inotify, pidfd         FindFirstChangeNotificationW on the directory, and
+//       the holder's process handle, in WaitForMultipleObjects.
+//   fork                   none: the fork handling compiles to nothing.
+//   file modes             ignored: a new file inherits its directory's ACL.
+
+#if defined(min) || defined(max)
+#error "lockfile: <windows.h> was included without NOMINMAX; its min and max macros break std::min and std::max. Define NOMINMAX before including <windows.h>."
+#endif
+#pragma push_macro("NOMINMAX")
+#undef NOMINMAX
+#define NOMINMAX
+#include <windows.h>
+#pragma pop_macro("NOMINMAX")
+
+namespace lockfile::detail {
+
+inline constexpr bool linux_extras = false;
+
+// Library-made codes (ELOOP, EISDIR, EINVAL): the generic category, as
+// std::filesystem reports them.
+inline std::error_code errno_code(int value) { return {value, std::generic_category()}; }
+
+// GetLastError() as an error_code; std::system_category() maps the common
+// values (ERROR_FILE_NOT_FOUND, ERROR_ACCESS_DENIED, ERROR_ALREADY_EXISTS)
+// to their std::errc conditions.
+inline std::error_code win_code(DWORD value = ::GetLastError()) {
+  return {static_cast<int>(value), std::system_category()};
+}
+
+using native_handle = HANDLE;
+inline const native_handle no_handle = nullptr;
+
+// Ignored on Windows: a new file inherits its directory's ACL.
+using mode_bits = unsigned;
+inline mode_bits to_mode(std::filesystem::perms perms) {
+  return static_cast<mode_bits>(perms & std::filesystem::perms::mask);
+}
+
+// Owns one handle (never inheritable: made without SECURITY_ATTRIBUTES);
+// closes it on destruction. INVALID_HANDLE_VALUE is held as empty.
+class unique_fd {
+ public:
+  unique_fd() = default;
+  explicit unique_fd(HANDLE handle) : handle_(handle == INVALID_HANDLE_VALUE ? nullptr : handle) {}
+  unique_fd(unique_fd&& other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
+  unique_fd& operator=(unique_fd&& other) noexcept {
+    if (this != &other) reset(std::exchange(other.handle_, nullptr));
+    return *this;
+  }
+  unique_fd(const unique_fd&) = delete;
+  unique_fd& operator=(const unique_fd&) = delete;
+  ~unique_fd() { reset(); }
+
+  HANDLE get() const { return handle_; }
+  explicit operator bool() const { return handle_ != nullptr; }
+  HANDLE release() noexcept { return std::exchange(handle_, nullptr); }
+  void reset(HANDLE handle = nullptr) {
+    if (handle_ != nullptr) ::CloseHandle(handle_);
+    handle_ = handle == INVALID_HANDLE_VALUE ? nullptr : handle;
+  }
+
+ private:
+  HANDLE handle_ = nullptr;
+};
+
+using publication = basic_publication<unique_fd>;
+using observed_file = basic_observed_file<unique_fd>;
+
+// Every share mode: our handles never keep a reader, a writer or a remover
+// (us, renaming it aside) out.
+inline constexpr DWORD share_all = FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE;
+
+// Opens a name itself, never what a reparse point at it points to; a
+// directory too (backup semantics), so that it can be told apart and
+// refused rather than failing as "access denied".
+inline unique_fd open_name(const std::filesystem::path& path, DWORD access, DWORD disposition = OPEN_EXISTING,
+                           DWORD flags = 0) {
+  return unique_fd(::CreateFileW(path.c_str(), access, share_all, nullptr, disposition,
+                                 flags | FILE_FLAG_OPEN_REPARSE_POINT | FILE_FLAG_BACKUP_SEMANTICS, nullptr));
+}
+
+// FILETIME (100 ns since 1601) as a time_point, saturating like file times
+// on POSIX.
+inline std::chrono::system_clock::time_point from_filetime(std::uint64_t ticks) {
+  constexpr std::int64_t unix_epoch = 116444736000000000LL;  // 1970-01-01 in FILETIME ticks
+  const auto since_unix = static_cast<std::int64_t>(ticks) - unix_epoch;
+  const auto seconds = since_unix / 10'000'000;
+  const auto rest = since_unix % 10'000'000;
+  return from_file_time(seconds, rest * 100);
+}
+
+inline std::uint64_t ticks_of(FILETIME time) {
+  return (static_cast<std::uint64_t>(time.dwHighDateTime) << 32) | time.dwLowDateTime;
+}
+
+inline std::error_code stat_fd(HANDLE handle, file_facts& out) {
+  out = file_facts{};
+  if (::GetFileType(handle) != FILE_TYPE_DISK) return {};  // a device, a pipe, a console: not regular
+  BY_HANDLE_FILE_INFORMATION info{};
+  if (!::GetFileInformationByHandle(handle, &info)) return win_code();
+  out.identity = {info.dwVolumeSerialNumber,
+                  (static_cast<std::uint64_t>(info.nFileIndexHigh) << 32) | info.nFileIndexLow};
+  out.directory = (info.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY) != 0;
+  out.symlink = (info.dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT) != 0;
+  out.regular = !out.directory && !out.symlink;
+  out.links = info.nNumberOfLinks;
+  out.modified = from_filetime(ticks_of(info.ftLastWriteTime));
+  // ChangeTime: the file system's own clock for the last change (metadata
+  // included), as close to ctime as Windows comes.
+  FILE_BASIC_INFO basic{};
+  if (::GetFileInformationByHandleEx(handle, FileBasicInfo, &basic, sizeof basic))
+    out.changed = from_filetime(static_cast<std::uint64_t>(basic.ChangeTime.QuadPart));
+  else
+    out.changed = out.modified;
+  return {};
+}
+
+// SMB clients answer from the server for an open handle: nothing fresher
+// to ask for.
+inline std::error_code stat_fd_fresh(HANDLE handle, file_facts& out) { return stat_fd(handle, out); }
+
+// The name itself: a reparse point at the path is reported as a link.
+inline std::error_code stat_path(const std::filesystem::path& path, file_facts& out) {
+  const auto handle = open_name(path, FILE_READ_ATTRIBUTES);
+  if (!handle) return win_code();
+  return stat_fd(handle.get(), out);
+}
+
+inline OVERLAPPED at_offset(std::uint64_t offset) {
+  OVERLAPPED at{};
+  at.Offset = static_cast<DWORD>(offset & 0xFFFFFFFFU);
+  at.OffsetHigh = static_cast<DWORD>(offset >> 32);
+  return at;
+}
+
+// Reads from offset 0 up to limit + 1 bytes (see the POSIX version).
+inline std::error_code read_prefix(HANDLE handle, std::string& out, std::size_t limit) {
+  const std::size_t cap = limit + 1;
+  out.resize(std::min<std::size_t>(cap, 1024));
+  std::size_t got = 0;
+  for (;;) {
+    const auto want = static_cast<DWORD>(out.size() - got);
+    DWORD n = 0;
+    auto at = at_offset(got);
+    if (!::ReadFile(handle, out.data() + got, want, &n, &at)) {
+      const DWORD error = ::GetLastError();
+      if (error == ERROR_HANDLE_EOF) break;
+      out.clear();
+      return win_code(error);
+    }
+    got += n;
+    if (n < want || got == cap) break;
+    out.resize(std::min(cap, out.size() * 4));
+  }
+  out.resize(got);
+  return {};
+}
+
+inline std::error_code write_at(HANDLE handle, std::string_view bytes, std::uint64_t offset) {
+  while (!bytes.empty()) {
+    DWORD n = 0;
+    auto at = at_offset(offset);
+    if (!::WriteFile(handle, bytes.data(), static_cast<DWORD>(bytes.size()), &n, &at)) return win_code();
+    bytes.remove_prefix(n);
+    offset += n;
+  }
+  return {};
+}
+
+inline std::error_code truncate_to(HANDLE handle, std::size_t size) {
+  FILE_END_OF_FILE_INFO end{};
+  end.EndOfFile.QuadPart = static_cast<LONGLONG>(size);
+  return ::SetFileInformationByHandle(handle, FileEndOfFileInfo, &end, sizeof end) ? std::error_code{}
+                                                                                     : win_code();
+}
+
+// The guard byte: far past any record, so that the mandatory byte-range
+// lock never refuses a reader's or the owner's I/O.
+inline constexpr std::uint64_t guard_byte = 0x7FFFFFFFFFFFFFFEULL;
+
+// LockFileEx plays flock's part: exclusive, fail at once, held by this
+// handle (another handle, even in this process, is refused).
+inline flock_result try_flock(HANDLE handle, std::error_code& ec) {
+  auto at = at_offset(guard_byte);
+  if (::LockFileEx(handle, LOCKFILE_EXCLUSIVE_LOCK | LOCKFILE_FAIL_IMMEDIATELY, 0, 1, 0, &at))
+    return flock_result::locked;
+  const DWORD error = ::GetLastError();
+  if (error == ERROR_LOCK_VIOLATION || error == ERROR_IO_PENDING) return flock_result::busy;
+  ec = win_code(error);
+  if (error == ERROR_NOT_SUPPORTED || error == ERROR_INVALID_FUNCTION) return flock_result::unsupported;
+  return flock_result::failed;
+}
+
+inline void unlock_flock(HANDLE handle) {
+  auto at = at_offset(guard_byte);
+  ::UnlockFileEx(handle, 0, 1, 0, &at);
+}
+
+// A private name beside path for a file on its way out: ".<name>.<pid>-<n>-<tick>.tmp".
+inline std::filesystem::path aside_name(const std::filesystem::path& path) {
+  static std::atomic<std::uint64_t> counter{0};
+  LARGE_INTEGER tick{};
+  ::QueryPerformanceCounter(&tick);
+  const auto unique = std::to_string(::GetCurrentProcessId()) + "-" + std::to_string(++counter) + "-" +
+                      std::to_string(tick.QuadPart);
+  return protocol_name(path, unique, ".tmp");
+}
+
+// Renames the file behind handle to target, never replacing a file there.
+inline bool rename_handle(HANDLE handle, const std::filesystem::path& target) {
+  const auto& name = target.native();
+  const std::size_t bytes = sizeof(FILE_RENAME_INFO) + name.size() * sizeof(wchar_t);
+  std::vector<unsigned char> buffer(bytes, 0);
+  auto* info = reinterpret_cast<FILE_RENAME_INFO*>(buffer.data());  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast): a variable-length Win32 record
+  info->ReplaceIfExists = FALSE;
+  info->RootDirectory = nullptr;
+  info->FileNameLength = static_cast<DWORD>(name.size() * sizeof(wchar_t));
+  std::memcpy(info->FileName, name.c_str(), name.size() * sizeof(wchar_t));
+  return ::SetFileInformationByHandle(handle, FileRenameInfo, info, static_cast<DWORD>(bytes)) != 0;
+}
+
+inline bool delete_on_close(HANDLE handle) {
+  FILE_DISPOSITION_INFO disposition{};
+  disposition.DeleteFile = TRUE;
+  return ::SetFileInformationByHandle(handle, FileDispositionInfo, &disposition, sizeof disposition) != 0;
+}
+
+// Removes the file behind handle (opened with DELETE access), whose name is
+// path: renamed aside first, so that path is free at once even while others
+// have the file open (a plain delete leaves the name taken, "delete
+// pending", until the last handle closes), then deleted when closed. Where
+// it cannot be renamed (a program has it open without FILE_SHARE_DELETE),
+// that is the error: the name must not stay taken by a dying file.
+inline std::error_code remove_through(HANDLE handle, const std::filesystem::path& path) {
+  if (!rename_handle(handle, aside_name(path))) return win_code();
+  if (!delete_on_close(handle)) return win_code();
+  return {};
+}
+
+inline std::error_code remove_name(const std::filesystem::path& path) {
+  const auto handle = open_name(path, DELETE | FILE_READ_ATTRIBUTES);
+  if (!handle) return win_code();
+  return remove_through(handle.get(), path);
+}
+
+// No owner to name: on Windows an ACL, not a uid, decides.
+inline std::string describe_user(std::uint32_t) { return "another account"; }
+
+// Why a removal was refused, for the error message.
+inline std::string removal_refused_hint(const file_facts&) {
+  return " (this account may not delete it, or a program has it open without sharing delete access)";
+}
+
+// mkdir -p; mode is ignored (the new directory inherits its parent's ACL).
+// NOLINTNEXTLINE(misc-no-recursion): one level per path component
+inline std::error_code make_directories(const std::filesystem::path& dir, mode_bits mode) {
+  if (dir.empty()) return {};
+  if (::CreateDirectoryW(dir.c_str(), nullptr)) return {};
+  DWORD error = ::GetLastError();
+  if (error == ERROR_ALREADY_EXISTS) return {};
+  if (error != ERROR_PATH_NOT_FOUND && error != ERROR_FILE_NOT_FOUND) return win_code(error);
+  const auto parent = dir.parent_path();
+  if (parent == dir) return win_code(error);
+  if (auto ec = make_directories(parent, mode)) return ec;
+  if (::CreateDirectoryW(dir.c_str(), nullptr)) return {};
+  error = ::GetLastError();
+  return error == ERROR_ALREADY_EXISTS ? std::error_code{} : win_code(error);
+}
+
+// Fixed and RAM disks are local: one kernel sees every byte-range lock.
+// Everything else (SMB shares, mapped network drives, removable media of
+// unknown kind) takes the network path.
+inline fs_path_decision decide_fs_path(const std::filesystem::path& dir) {
+  fs_path_decision out;
+  std::error_code ec;
+  const auto absolute = std::filesystem::absolute(dir.empty() ? std::filesystem::path(L".") : dir, ec);
+  if (ec) return out;
+  wchar_t volume[MAX_PATH + 1] = {};
+  if (!::GetVolumePathNameW(absolute.c_str(), volume, MAX_PATH)) return out;
+  const UINT type = ::GetDriveTypeW(volume);
+  out.path = type == DRIVE_FIXED || type == DRIVE_RAMDISK ? fs_path::local : fs_path::network;
+  out.final = std::filesystem::exists(absolute, ec);
+  return out;
+}
+
+inline std::error_code vanished_as_enoent(std::error_code ec) {
+  return ec == std::errc::no_such_file_or_directory ? std::make_error_code(std::errc::no_such_file_or_directory)
+                                                    : ec;
+}
+
+// Moves a file aside, never replacing one there; ENOENT when it vanished.
+inline std::error_code move_name(const std::filesystem::path& from, const std::filesystem::path& to) {
+  return ::MoveFileExW(from.c_str(), to.c_str(), 0) ? std::error_code{} : vanished_as_enoent(win_code());
+}
+
+// Gives a moved-aside file its name back, never replacing: when the name
+// has been taken meanwhile, the aside file is removed (see the POSIX one).
+inline void put_back(const std::filesystem::path& aside, const std::filesystem::path& path) {
+  if (::MoveFileExW(aside.c_str(), path.c_str(), 0)) return;
+  const DWORD error = ::GetLastError();
+  if (error == ERROR_ALREADY_EXISTS || error == ERROR_FILE_EXISTS) remove_name(aside);
+}
+
+// The names in dir that start with prefix (for sweeping protocol leftovers).
+inline std::vector<std::wstring> names_starting_with(const std::filesystem::path& dir, std::wstring_view prefix) {
+  std::vector<std::wstring> names;
+  WIN32_FIND_DATAW entry{};
+  const HANDLE search = ::FindFirstFileExW((dir / L"*").c_str(), FindExInfoBasic, &entry,
+                                           FindExSearchNameMatch, nullptr, 0);
+  if (search == INVALID_HANDLE_VALUE) return names;
+  do {
+    const std::wstring_view name = entry.cFileName;
+    if (name.substr(0, prefix.size()) == prefix) names.emplace_back(name);
+  } while (::FindNextFileW(search, &entry));
+  ::FindClose(search);
+  return names;
+}
+
+// Writes bytes into a private file nobody reads, then renames it onto path
+// without replacement, through its handle: no reader ever sees a partial
+// record, and an existing file (held, or someone's own) is never replaced.
+inline publication publish_new_file(const std::filesystem::path& path, std::string_view bytes, mode_bits,
+                                    const std::filesystem::path& lock_file, std::string_view owner) {
+  publication out;
+  auto fail = [&](const char* operation, std::error_code ec) {
+    if (out.fd) delete_on_close(out.fd.get());
+    out.fd.reset();
+    out.error = ec;
+    out.operation = operation;
+    return std::move(out);
+  };
+  const auto private_name = protocol_name(lock_file, owner, ".tmp");
+  out.fd = open_name(private_name, GENERIC_READ | GENERIC_WRITE | DELETE, CREATE_NEW, FILE_ATTRIBUTE_NORMAL);
+  if (!out.fd) return fail("create lock file", win_code());
+  if (auto ec = write_at(out.fd.get(), bytes, 0)) return fail("write lock file", ec);
+  if (!rename_handle(out.fd.get(), path)) {
+    const DWORD error = ::GetLastError();
+    // ERROR_ALREADY_EXISTS: the name is taken (held); reported as EEXIST.
+    return fail("create lock file", error == ERROR_ALREADY_EXISTS || error == ERROR_FILE_EXISTS
+                                        ? std::make_error_code(std::errc::file_exists)
+                                        : win_code(error));
+  }
+  // Kept without DELETE access: a handle with it refuses every opener that
+  // does not share delete (fopen, most editors), and a reader must be able
+  // to look at a held lock. Removal opens the name with DELETE anew.
+  if (unique_fd kept{::ReOpenFile(out.fd.get(), GENERIC_READ | GENERIC_WRITE, share_all, 0)}) out.fd = std::move(kept);
+  return out;
+}
+
+// A look at someone else's lock file: the type first, through a handle that
+// can neither read nor write (the name itself, never a reparse point's
+// target), then the same file reopened for reading (ReOpenFile: no name
+// lookup in between), and its bytes.
+inline observed_file observe_file(const std::filesystem::path& path, fs_path kind = fs_path::local) {
+  observed_file out;
+  const auto look = open_name(path, FILE_READ_ATTRIBUTES);
+  if (!look) {
+    out.error = vanished_as_enoent(win_code());
+    out.operation = "open lock file";
+    return out;
+  }
+  if ((out.error = vanished_as_enoent(stat_fd(look.get(), out.facts)))) return out;
+  if (out.facts.symlink) {
+    out.error = errno_code(ELOOP);
+    out.operation = "open lock file";
+    return out;
+  }
+  if (out.facts.directory) {
+    out.error = errno_code(EISDIR);
+    return out;
+  }
+  if (!out.facts.regular) {
+    out.error = errno_code(EINVAL);
+    out.operation = "read lock file (not a regular file)";
+    return out;
+  }
+  // Read-write where permitted: LockFileEx needs a readable or writable
+  // handle, and the guard is taken on this one.
+  out.fd.reset(::ReOpenFile(look.get(), GENERIC_READ | GENERIC_WRITE, share_all, FILE_FLAG_OPEN_REPARSE_POINT));
+  if (!out.fd && ::GetLastError() == ERROR_ACCESS_DENIED)
+    out.fd.reset(::ReOpenFile(look.get(), GENERIC_READ, share_all, FILE_FLAG_OPEN_REPARSE_POINT));
+  if (!out.fd) {
+    out.error = vanished_as_enoent(win_code());
+    out.operation = "open lock file";
+    return out;
+  }
+  if (kind == fs_path::network) {
+    if ((out.error = vanished_as_enoent(stat_fd_fresh(out.fd.get(), out.facts)))) return out;
+  }
+  out.error = vanished_as_enoent(read_prefix(out.fd.get(), out.bytes, max_record_bytes));
+  return out;
+}
+
+// UTF-16 from Win32 as the UTF-8 the record carries.
+inline std::string to_utf8(std::wstring_view text) {
+  if (text.empty()) return {};
+  const int size = ::WideCharToMultiByte(CP_UTF8, 0, text.data(), static_cast<int>(text.size()), nullptr, 0,
+                                         nullptr, nullptr);
+  std::string out(static_cast<std::size_t>(size > 0 ? size : 0), '\0');
+  if (size > 0)
+    ::WideCharToMultiByte(CP_UTF8, 0, text.data(), static_cast<int>(text.size()), out.data(), size, nullptr,
+                          nullptr);
+  return out;
+}
+
+inline std::string host_name() {
+  wchar_t buffer[256] = {};
+  DWORD size = 255;
+  if (!::GetComputerNameExW(ComputerNameDnsHostname, buffer, &size)) return {};
+  return to_utf8(std::wstring_view(buffer, size));
+}
+
+// The boot time, in FILETIME ticks, as the boot id: the kernel's own record
+// (NtQuerySystemInformation, SystemTimeOfDayInformation), not "now minus the
+// uptime", which drifts by a tick between two processes. Empty when it
+// cannot be read: then only the lease rule decides.
+inline std::string boot_id() {
+  struct time_of_day {
+    LARGE_INTEGER boot_time;
+    LARGE_INTEGER current_time;
+    LARGE_INTEGER time_zone_bias;
+    ULONG time_zone_id;
+    ULONG reserved;
+    ULONGLONG boot_time_bias;
+    ULONGLONG sleep_time_bias;
+  };
+  using query_fn = LONG(WINAPI*)(int, void*, ULONG, ULONG*);
+  const HMODULE ntdll = ::GetModuleHandleW(L"ntdll.dll");
+  if (!ntdll) return {};
+  // Through void(*)(): the one cast between function types that is defined.
+  const auto query = reinterpret_cast<query_fn>(  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
+      reinterpret_cast<void (*)()>(::GetProcAddress(ntdll, "NtQuerySystemInformation")));  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
+  if (!query) return {};
+  time_of_day info{};
+  if (query(3 /* SystemTimeOfDayInformation */, &info, sizeof info, nullptr) < 0) return {};
+  return "windows-boot-" + std::to_string(info.boot_time.QuadPart);
+}
+
+// Windows has one PID space per machine; a process-isolated container has
+// its own, and its own host name. A hash of the host name stands for the
+// PID space, so that a container's records are never probed here.
+inline std::uint64_t pid_namespace() {
+  std::uint64_t hash = 14695981039346656037ULL;  // FNV-1a
+  for (const char c : host_name()) hash = (hash ^ static_cast<unsigned char>(c)) * 1099511628211ULL;
+  return hash | 1U;  // never 0, which means "unknown"
+}
+
+inline std::uint64_t creation_time(HANDLE process) {
+  FILETIME created{};
+  FILETIME exited{};
+  FILETIME kernel{};
+  FILETIME user{};
+  if (!::GetProcessTimes(process, &created, &exited, &kernel, &user)) return 0;
+  return ticks_of(created);
+}
+
+// Dead only on proof: no such process, a process object already signalled
+// (exited; someone still holds a handle), or a different creation time (the
+// pid was reused). Anything unclear (access denied): alive.
+inline liveness probe_process(int pid, std::uint64_t start_time) {
+  const unique_fd process(
+      ::OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION | SYNCHRONIZE, FALSE, static_cast<DWORD>(pid)));
+  if (!process) return ::GetLastError() == ERROR_INVALID_PARAMETER ? liveness::dead : liveness::alive;
+  if (::WaitForSingleObject(process.get(), 0) == WAIT_OBJECT_0) return liveness::dead;
+  if (start_time != 0) {
+    const auto created = creation_time(process.get());
+    if (created != 0 && created != start_time) return liveness::dead;
+  }
+  return liveness::alive;
+}
+
+inline int current_pid() { return static_cast<int>(::GetCurrentProcessId()); }
+
+// No fork on Windows: one generation, and a registry with nothing to do.
+inline std::uint64_t fork_generation() { return 0; }
+
+class fork_registry {
+ public:
+  static fork_registry& instance() {
+    static fork_registry registry;
+    return registry;
+  }
+  void add(fork_sensitive*) {}
+  void remove(fork_sensitive*) noexcept {}
+};
+
+inline const process_identity& self_identity() {
+  // Made once and never freed: a static PIDLock released at exit may still
+  // ask for it.
+  static const process_identity* const self = [] {
+    auto* made = new process_identity;  // NOLINT(cppcoreguidelines-owning-memory): never freed, see above
+    made->pid = current_pid();
+    made->start_time = creation_time(::GetCurrentProcess());
+    made->host = host_name();
+    made->boot_id = boot_id();
+    made->pid_namespace = pid_namespace();
+    return made;
+  }();
+  return *self;
+}
+
+// Thread names and signal masks: nothing to do (no signals reach a thread).
+inline void name_this_thread(const char*) {}
+
+class signals_blocked {
+ public:
+  signals_blocked() = default;
+  // User-provided, so that a scope's guard is not an "unused variable".
+  ~signals_blocked() {}  // NOLINT(modernize-use-equals-default)
+  signals_blocked(const signals_blocked&) = delete;
+  signals_blocked& operator=(const signals_blocked&) = delete;
+};
+
+// Each waiter watches its own directory (change notifications have no
+// per-process limit like inotify's instances), so the process-wide watch
+// has nothing to share.
+class directory_watch {
+ public:
+  directory_watch() = default;
+  directory_watch(const directory_watch&) = delete;
+  directory_watch& operator=(const directory_watch&) = delete;
+};
+
+// What a waiting lock sleeps on between attempts: a name change in the lock
+// file's directory (FindFirstChangeNotificationW), the holder's process
+// handle, and a wake-up event from this process (a stop request, a release
+// by another thread).
+class wait_channel {
+ public:
+  wait_channel(const std::filesystem::path& lock_file, directory_watch&)
+      : directory_(lock_file.parent_path()), wake_(::CreateEventW(nullptr, TRUE, FALSE, nullptr)) {}
+  ~wait_channel() {
+    if (change_ != INVALID_HANDLE_VALUE) ::FindCloseChangeNotification(change_);
+  }
+  wait_channel(const wait_channel&) = delete;
+  wait_channel& operator=(const wait_channel&) = delete;
+
+  bool forgotten() const { return false; }  // no fork
+
+  // Watches the directory, again after its watch ended (it was removed).
+  void watch() {
+    std::lock_guard guard(watch_mutex_);
+    if (change_ != INVALID_HANDLE_VALUE) return;
+    change_ = ::FindFirstChangeNotificationW(directory_.c_str(), FALSE, FILE_NOTIFY_CHANGE_FILE_NAME);
+  }
+
+  void notify() { ::SetEvent(wake_.get()); }
+  void drain() { ::ResetEvent(wake_.get()); }
+
+  // Sleeps until the deadline, a wake-up, a name change in the directory,
+  // or (when holder is a process handle) the holder's exit.
+  void wait_until(steady_clock_time deadline, HANDLE holder) {
+    for (;;) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= deadline) return;
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
+      const auto timeout = static_cast<DWORD>(std::min<long long>(left, 0x7FFFFFFF));
+      HANDLE handles[3];
+      DWORD count = 0;
+      if (wake_) handles[count++] = wake_.get();
+      HANDLE change = INVALID_HANDLE_VALUE;
+      {
+        std::lock_guard guard(watch_mutex_);
+        change = change_;
+      }
+      const DWORD change_at = count;
+      if (change != INVALID_HANDLE_VALUE) handles[count++] = change;
+      if (holder != nullptr) handles[count++] = holder;
+      if (count == 0) {
+        ::Sleep(timeout);
+        return;
+      }
+      const DWORD ready = ::WaitForMultipleObjects(count, handles, FALSE, timeout);
+      if (ready == WAIT_TIMEOUT) continue;
+      if (ready >= WAIT_OBJECT_0 + count) return;  // failed: attempt again
+      if (change != INVALID_HANDLE_VALUE && ready == WAIT_OBJECT_0 + change_at) {
+        // Re-armed for the next change; a watch that ended is made anew.
+        std::lock_guard guard(watch_mutex_);
+        if (change_ == change && !::FindNextChangeNotification(change_)) {
+          ::FindCloseChangeNotification(change_);
+          change_ = INVALID_HANDLE_VALUE;
+        }
+      }
+      return;
+    }
+  }
+
+ private:
+  const std::filesystem::path directory_;
+  unique_fd wake_;  // a manual-reset event
+  std::mutex watch_mutex_;
+  HANDLE change_ = INVALID_HANDLE_VALUE;  // guarded by watch_mutex_
+};
+
+// The holder's process handle, which is signalled when it exits; checked
+// against its creation time so that a reused pid is not mistaken for the
+// holder. Empty when unavailable or when the pid no longer names the holder.
+inline unique_fd open_holder_exit_fd(int pid, std::uint64_t start_time) {
+  unique_fd process(::OpenProcess(SYNCHRONIZE | PROCESS_QUERY_LIMITED_INFORMATION, FALSE, static_cast<DWORD>(pid)));
+  if (!process) return process;
+  if (start_time != 0 && creation_time(process.get()) != start_time) return unique_fd{};
+  if (::WaitForSingleObject(process.get(), 0) == WAIT_OBJECT_0) return unique_fd{};
+  return process;
+}
+
+}  // namespace lockfile::detail
+
+#endif  // LOCKFILE_DETAIL_PLATFORM_WINDOWS_HPP

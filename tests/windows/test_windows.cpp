@@ -1,0 +1,246 @@
+// The Windows suite: the library's guarantees on Windows, with real
+// processes and real files, built with mingw-w64 and run under wine
+// (`cmake --workflow --preset windows-wine`). Where wine is known to differ
+// from Windows, the test says so.
+#include "windows_support.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+using namespace std::chrono_literals;
+using lockfile_windows::eventually;
+using lockfile_windows::scratch_dir;
+
+namespace {
+
+std::string contents(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+// The error a refused acquisition throws.
+std::error_code refusal(lockfile::PIDLock& lock) {
+  try {
+    lock.acquire();
+  } catch (const std::filesystem::filesystem_error& e) {
+    return e.code();
+  }
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE("acquire publishes a complete lease record and release removes it") {
+  scratch_dir dir;
+  const auto path = dir / "app.lock";
+  lockfile::PIDLock lock(path);
+  REQUIRE(lock.try_lock());
+  REQUIRE(lock.held());
+  const auto lease = lockfile::parse_lease(contents(path));
+  REQUIRE(lease);
+  CHECK(lease->pid == static_cast<int>(::GetCurrentProcessId()));
+  CHECK_FALSE(lease->boot_id.empty());
+  CHECK(lease->start_time != 0);
+  CHECK(lockfile::inspect(path).state == lockfile::LockState::held);
+  lock.release();
+  CHECK_FALSE(std::filesystem::exists(path));
+  // Nothing of the protocol is left beside it.
+  CHECK(std::filesystem::is_empty(dir.path()));
+}
+
+TEST_CASE("a second lock object in the same process is refused while the first holds") {
+  scratch_dir dir;
+  lockfile::PIDLock first(dir / "app.lock");
+  lockfile::PIDLock second(dir / "app.lock");
+  REQUIRE(first.try_lock());
+  CHECK_FALSE(second.try_lock());
+  first.release();
+  CHECK(second.try_lock());
+}
+
+TEST_CASE("a held lock file can be read by a program that does not share delete access") {
+  scratch_dir dir;
+  const auto path = dir / "app.lock";
+  lockfile::PIDLock lock(path);
+  REQUIRE(lock.try_lock());
+  // std::ifstream (like fopen, type and most editors) shares read and write
+  // only: the owner's handle must not hold DELETE access, or this fails.
+  CHECK(lockfile::parse_lease(contents(path)));
+}
+
+TEST_CASE("the lease is renewed while held") {
+  scratch_dir dir;
+  const auto path = dir / "app.lock";
+  lockfile::PIDLock lock(path, {.lease_heartbeat_interval = 20ms, .lease_stale_threshold = 200ms});
+  REQUIRE(lock.try_lock());
+  const auto first = lockfile::parse_lease(contents(path));
+  REQUIRE(first);
+  CHECK(eventually([&] {
+    const auto now = lockfile::parse_lease(contents(path));
+    return now && now->heartbeat > first->heartbeat;
+  }));
+  CHECK(lock.held());
+}
+
+TEST_CASE("a live holder in another process is never robbed") {
+  scratch_dir dir;
+  const auto path = dir / "app.lock";
+  // A short lease: only the holder's renewal keeps it.
+  auto holder = lockfile_windows::start_holder(path, 300);
+  lockfile::PIDLock lock(path, {.lease_stale_threshold = 300ms});
+  CHECK_FALSE(lock.try_lock_for(1500ms));
+  const auto status = lockfile::inspect(path);
+  CHECK(status.state == lockfile::LockState::held);
+  REQUIRE(status.lease);
+  CHECK(status.lease->pid == holder->pid());
+  lockfile_windows::let_holder_release(path);
+  CHECK(holder->wait() == 0);
+  CHECK(lock.try_lock());
+}
+
+TEST_CASE("a killed holder is taken over at once, long before its lease would expire") {
+  scratch_dir dir;
+  const auto path = dir / "app.lock";
+  auto holder = lockfile_windows::start_holder(path, 60000);
+  holder->kill();  // TerminateProcess: no cleanup runs
+  CHECK(lockfile::inspect(path, {.lease_stale_threshold = 60s}).state == lockfile::LockState::stale);
+  lockfile::PIDLock lock(path, {.lease_stale_threshold = 60s});
+  const auto start = std::chrono::steady_clock::now();
+  REQUIRE(lock.try_lock_for(20s));
+  // The lease had 60 s to run: the dead-owner proof, not expiry, took it.
+  CHECK(std::chrono::steady_clock::now() - start < 10s);
+}
+
+TEST_CASE("a release in another process wakes a waiter") {
+  scratch_dir dir;
+  const auto path = dir / "app.lock";
+  auto holder = lockfile_windows::start_holder(path, 60000);
+  lockfile::PIDLock lock(path, {.lease_stale_threshold = 60s});
+  std::atomic<bool> acquired{false};
+  std::thread waiter([&] {
+    lock.lock();
+    acquired = true;
+  });
+  CHECK_FALSE(eventually([&] { return acquired.load(); }, 300ms));  // still held
+  lockfile_windows::let_holder_release(path);
+  CHECK(eventually([&] { return acquired.load(); }, 10s));
+  waiter.join();
+  CHECK(holder->wait() == 0);
+}
+
+TEST_CASE("a waiter gives up at its deadline while the holder lives") {
+  scratch_dir dir;
+  const auto path = dir / "app.lock";
+  auto holder = lockfile_windows::start_holder(path, 60000);
+  lockfile::PIDLock lock(path);
+  const auto start = std::chrono::steady_clock::now();
+  CHECK_FALSE(lock.try_lock_for(400ms));
+  const auto waited = std::chrono::steady_clock::now() - start;
+  CHECK(waited >= 400ms);
+  CHECK(waited < 10s);
+}
+
+TEST_CASE("a foreign file at the lock path is refused and left as it was") {
+  scratch_dir dir;
+  const auto path = dir / "app.lock";
+  std::ofstream(path, std::ios::binary) << "my notes, not a lease\n";
+  lockfile::PIDLock lock(path);
+  CHECK(refusal(lock) == lockfile::errc::not_a_lock_file);
+  CHECK(contents(path) == "my notes, not a lease\n");
+  CHECK(lockfile::inspect(path).state == lockfile::LockState::foreign);
+}
+
+TEST_CASE("a directory at the lock path is refused") {
+  scratch_dir dir;
+  const auto path = dir / "app.lock";
+  std::filesystem::create_directory(path);
+  lockfile::PIDLock lock(path);
+  CHECK(refusal(lock));
+  CHECK(std::filesystem::is_directory(path));
+}
+
+TEST_CASE("a device name at the lock path is refused without opening it for reading") {
+  scratch_dir dir;
+  // NUL names the null device in every directory.
+  lockfile::PIDLock lock(dir / "NUL");
+  const auto ec = refusal(lock);
+  CHECK(ec);
+  CHECK_FALSE(lock.held());
+}
+
+TEST_CASE("a symbolic link at the lock path is refused and its target left alone") {
+  scratch_dir dir;
+  const auto target = dir / "target.txt";
+  std::ofstream(target, std::ios::binary) << "precious\n";
+  const auto path = dir / "app.lock";
+  // Unprivileged creation needs developer mode on Windows 10. Wine 8
+  // reports success and makes nothing (and refuses junctions with
+  // ERROR_NOT_SUPPORTED), so under wine this test can only skip: the
+  // refusal of reparse points is tested on Windows alone.
+  constexpr DWORD allow_unprivileged = 0x2;  // SYMBOLIC_LINK_FLAG_ALLOW_UNPRIVILEGED_CREATE
+  const bool made = ::CreateSymbolicLinkW(path.c_str(), target.c_str(), allow_unprivileged) &&
+                    ::GetFileAttributesW(path.c_str()) != INVALID_FILE_ATTRIBUTES &&
+                    (::GetFileAttributesW(path.c_str()) & FILE_ATTRIBUTE_REPARSE_POINT) != 0;
+  if (!made) {
+    WARN("no symbolic link could be made here (wine makes none): skipped");
+    return;
+  }
+  lockfile::PIDLock lock(path);
+  CHECK(refusal(lock) == std::errc::too_many_symbolic_link_levels);
+  CHECK(contents(target) == "precious\n");
+  CHECK(std::filesystem::is_symlink(path));
+}
+
+TEST_CASE("a reader that has the lock file open does not keep a release from freeing the name") {
+  scratch_dir dir;
+  const auto path = dir / "app.lock";
+  lockfile::PIDLock lock(path);
+  REQUIRE(lock.try_lock());
+  // A reader as the library opens one: sharing read, write and delete.
+  const HANDLE reader = ::CreateFileW(path.c_str(), GENERIC_READ, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
+                                      nullptr, OPEN_EXISTING, 0, nullptr);
+  REQUIRE(reader != INVALID_HANDLE_VALUE);
+  lock.release();
+  CHECK_FALSE(std::filesystem::exists(path));
+  // The name is free at once, not "delete pending" until the reader closes.
+  lockfile::PIDLock next(path);
+  CHECK(next.try_lock());
+  ::CloseHandle(reader);
+}
+
+TEST_CASE("missing parent directories are created") {
+  scratch_dir dir;
+  const auto path = dir.path() / "a" / "b" / "app.lock";
+  lockfile::PIDLock lock(path);
+  REQUIRE(lock.try_lock());
+  CHECK(std::filesystem::exists(path));
+}
+
+TEST_CASE("a path with characters outside the ANSI code page works") {
+  scratch_dir dir;
+  const auto path = dir.path() / L"\u9396-\u0444\u0430\u0439\u043b.lock";
+  lockfile::PIDLock lock(path);
+  REQUIRE(lock.try_lock());
+  CHECK(std::filesystem::exists(path));
+  lock.release();
+  CHECK_FALSE(std::filesystem::exists(path));
+}
+
+TEST_CASE("a stale lease of a dead process on another host is taken over by the lease rule") {
+  scratch_dir dir;
+  const auto path = dir / "app.lock";
+  lockfile::Lease lease;
+  lease.owner_id = "1-1-1-abc";
+  lease.pid = 1;
+  lease.host = "elsewhere";
+  lease.heartbeat = std::chrono::system_clock::now() - 10s;
+  lease.stale_threshold = 1s;
+  std::ofstream(path, std::ios::binary) << lockfile::format_lease(lease);
+  lockfile::PIDLock lock(path, {.lease_stale_threshold = 1s});
+  CHECK(lock.try_lock());
+}

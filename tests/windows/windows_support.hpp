@@ -1,0 +1,107 @@
+// What the Windows tests share: a scratch directory per test, helper
+// processes (this same program with --helper), and waiting with a deadline.
+#pragma once
+
+#include <lockfile/lockfile.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace lockfile_windows {
+
+inline void touch(const std::filesystem::path& path) { std::ofstream(path) << "ready\n"; }
+
+// A fresh directory under the temporary directory, removed afterwards.
+class scratch_dir {
+ public:
+  scratch_dir() {
+    static int count = 0;
+    path_ = std::filesystem::temp_directory_path() /
+            ("lockfile-win-" + std::to_string(::GetCurrentProcessId()) + "-" + std::to_string(++count));
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~scratch_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  scratch_dir(const scratch_dir&) = delete;
+  scratch_dir& operator=(const scratch_dir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const char* leaf) const { return path_ / leaf; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Waits until done() holds or the deadline passes; true when it held.
+template <class Condition>
+bool eventually(Condition done, std::chrono::milliseconds limit = std::chrono::seconds(20)) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    ::Sleep(2);
+  }
+  return true;
+}
+
+// A helper process: this program with --helper ROLE ARGS.... Killed (if
+// still running) when it goes out of scope.
+class helper_process {
+ public:
+  explicit helper_process(const std::wstring& arguments) {
+    wchar_t self[MAX_PATH] = {};
+    ::GetModuleFileNameW(nullptr, self, MAX_PATH);
+    std::wstring command = L"\"" + std::wstring(self) + L"\" --helper " + arguments;
+    STARTUPINFOW startup{};
+    startup.cb = sizeof startup;
+    if (!::CreateProcessW(self, command.data(), nullptr, nullptr, FALSE, 0, nullptr, nullptr, &startup, &info_))
+      throw std::system_error(static_cast<int>(::GetLastError()), std::system_category(), "CreateProcessW");
+    ::CloseHandle(info_.hThread);
+  }
+  ~helper_process() {
+    if (::WaitForSingleObject(info_.hProcess, 0) == WAIT_TIMEOUT) kill();
+    ::CloseHandle(info_.hProcess);
+  }
+  helper_process(const helper_process&) = delete;
+  helper_process& operator=(const helper_process&) = delete;
+
+  int pid() const { return static_cast<int>(info_.dwProcessId); }
+  void kill() {
+    ::TerminateProcess(info_.hProcess, 137);
+    ::WaitForSingleObject(info_.hProcess, INFINITE);
+  }
+  // The exit code, or -1 when it has not exited within the limit.
+  int wait(std::chrono::milliseconds limit = std::chrono::seconds(30)) {
+    if (::WaitForSingleObject(info_.hProcess, static_cast<DWORD>(limit.count())) != WAIT_OBJECT_0) return -1;
+    DWORD code = 0;
+    ::GetExitCodeProcess(info_.hProcess, &code);
+    return static_cast<int>(code);
+  }
+
+ private:
+  PROCESS_INFORMATION info_{};
+};
+
+inline std::wstring quoted(const std::filesystem::path& path) { return L"\"" + path.wstring() + L"\""; }
+
+// Starts a helper that holds path, and waits until it does.
+inline std::unique_ptr<helper_process> start_holder(const std::filesystem::path& path, int stale_ms = 60000) {
+  auto ready = path;
+  ready += ".ready";
+  auto holder = std::make_unique<helper_process>(L"hold " + quoted(path) + L" " + quoted(ready) + L" " +
+                                                 std::to_wstring(stale_ms));
+  if (!eventually([&] { return std::filesystem::exists(ready); }))
+    throw std::runtime_error("the holder did not take the lock in time");
+  return holder;
+}
+
+inline void let_holder_release(const std::filesystem::path& path) {
+  auto release = path;
+  release += ".release";
+  touch(release);
+}
+
+}  // namespace lockfile_windows

@@ -151,7 +151,9 @@ function(install_and_relocate prefix_out)
   foreach(_file IN ITEMS
       include/lockfile/lockfile.hpp
       include/lockfile/detail/pid_lock.hpp
+      include/lockfile/detail/platform.hpp
       include/lockfile/detail/platform_posix.hpp
+      include/lockfile/detail/platform_windows.hpp
       share/cmake/lockfile/lockfileConfig.cmake
       share/cmake/lockfile/lockfileConfigVersion.cmake
       share/cmake/lockfile/lockfileTargets.cmake

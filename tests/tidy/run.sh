@@ -24,14 +24,22 @@ fi
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-# Twice: with the Linux extras, and with them off (-DLOCKFILE_PORTABLE_POSIX,
-# the code macOS and the BSDs compile).
-for mode in linux portable; do
-  defines=()
-  if [[ $mode == portable ]]; then defines=(-DLOCKFILE_PORTABLE_POSIX); fi
+# With the Linux extras, with them off (-DLOCKFILE_PORTABLE_POSIX, the code
+# macOS and the BSDs compile), and for Windows (platform_windows.hpp, as
+# clang targeting mingw-w64 sees it) where mingw-w64's headers are installed.
+mingw_cxx=/usr/lib/gcc/x86_64-w64-mingw32/12-posix/include/c++
+modes=(linux portable)
+if [[ -d $mingw_cxx && -d /usr/share/mingw-w64/include ]]; then modes+=(windows); fi
+for mode in "${modes[@]}"; do
+  flags=(-pthread)
+  if [[ $mode == portable ]]; then flags+=(-DLOCKFILE_PORTABLE_POSIX); fi
+  if [[ $mode == windows ]]; then
+    flags=(--target=x86_64-w64-mingw32 -isystem "$mingw_cxx" -isystem "$mingw_cxx/x86_64-w64-mingw32"
+           -isystem /usr/share/mingw-w64/include)
+  fi
   status=0
   "$tidy" --quiet --warnings-as-errors='*' tests/tidy/header_tu.cpp -- \
-    -x c++ -std=c++20 "-I$root/include" -pthread -Wall -Wextra -Wpedantic "${defines[@]}" >"$log" 2>&1 || status=$?
+    -x c++ -std=c++20 "-I$root/include" -Wall -Wextra -Wpedantic "${flags[@]}" >"$log" 2>&1 || status=$?
   cat "$log"
   if ((status != 0)) || grep -qE '(warning|error):' "$log"; then
     echo "clang-tidy ($mode path): FAILED (exit status $status)" >&2

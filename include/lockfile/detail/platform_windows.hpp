@@ -151,8 +151,10 @@ inline std::error_code stat_path(const std::filesystem::path& path, file_facts& 
 
 inline OVERLAPPED at_offset(std::uint64_t offset) {
   OVERLAPPED at{};
+  // NOLINTBEGIN(cppcoreguidelines-pro-type-union-access): OVERLAPPED's offset is a Win32 union member
   at.Offset = static_cast<DWORD>(offset & 0xFFFFFFFFU);
   at.OffsetHigh = static_cast<DWORD>(offset >> 32);
+  // NOLINTEND(cppcoreguidelines-pro-type-union-access)
   return at;
 }
 
@@ -192,7 +194,7 @@ inline std::error_code write_at(HANDLE handle, std::string_view bytes, std::uint
 
 inline std::error_code truncate_to(HANDLE handle, std::size_t size) {
   FILE_END_OF_FILE_INFO end{};
-  end.EndOfFile.QuadPart = static_cast<LONGLONG>(size);
+  end.EndOfFile.QuadPart = static_cast<LONGLONG>(size);  // NOLINT(cppcoreguidelines-pro-type-union-access): LARGE_INTEGER
   return ::SetFileInformationByHandle(handle, FileEndOfFileInfo, &end, sizeof end) ? std::error_code{}
                                                                                      : win_code();
 }
@@ -235,7 +237,7 @@ inline bool rename_handle(HANDLE handle, const std::filesystem::path& target) {
   const std::size_t bytes = sizeof(FILE_RENAME_INFO) + name.size() * sizeof(wchar_t);
   std::vector<unsigned char> buffer(bytes, 0);
   auto* info = reinterpret_cast<FILE_RENAME_INFO*>(buffer.data());  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast): a variable-length Win32 record
-  info->ReplaceIfExists = FALSE;
+  info->ReplaceIfExists = FALSE;  // NOLINT(cppcoreguidelines-pro-type-union-access): a Win32 union member
   info->RootDirectory = nullptr;
   info->FileNameLength = static_cast<DWORD>(name.size() * sizeof(wchar_t));
   std::memcpy(info->FileName, name.c_str(), name.size() * sizeof(wchar_t));
@@ -267,10 +269,10 @@ inline std::error_code remove_name(const std::filesystem::path& path) {
 }
 
 // No owner to name: on Windows an ACL, not a uid, decides.
-inline std::string describe_user(std::uint32_t) { return "another account"; }
+inline std::string describe_user(std::uint32_t /*uid*/) { return "another account"; }
 
 // Why a removal was refused, for the error message.
-inline std::string removal_refused_hint(const file_facts&) {
+inline std::string removal_refused_hint(const file_facts& /*facts*/) {
   return " (this account may not delete it, or a program has it open without sharing delete access)";
 }
 
@@ -328,13 +330,13 @@ inline void put_back(const std::filesystem::path& aside, const std::filesystem::
 inline std::vector<std::wstring> names_starting_with(const std::filesystem::path& dir, std::wstring_view prefix) {
   std::vector<std::wstring> names;
   WIN32_FIND_DATAW entry{};
-  const HANDLE search = ::FindFirstFileExW((dir / L"*").c_str(), FindExInfoBasic, &entry,
+  HANDLE search = ::FindFirstFileExW((dir / L"*").c_str(), FindExInfoBasic, &entry,
                                            FindExSearchNameMatch, nullptr, 0);
   if (search == INVALID_HANDLE_VALUE) return names;
   do {
     const std::wstring_view name = entry.cFileName;
     if (name.substr(0, prefix.size()) == prefix) names.emplace_back(name);
-  } while (::FindNextFileW(search, &entry));
+  } while (::FindNextFileW(search, &entry) != 0);
   ::FindClose(search);
   return names;
 }
@@ -342,7 +344,7 @@ inline std::vector<std::wstring> names_starting_with(const std::filesystem::path
 // Writes bytes into a private file nobody reads, then renames it onto path
 // without replacement, through its handle: no reader ever sees a partial
 // record, and an existing file (held, or someone's own) is never replaced.
-inline publication publish_new_file(const std::filesystem::path& path, std::string_view bytes, mode_bits,
+inline publication publish_new_file(const std::filesystem::path& path, std::string_view bytes, mode_bits /*mode*/,
                                     const std::filesystem::path& lock_file, std::string_view owner) {
   publication out;
   auto fail = [&](const char* operation, std::error_code ec) {
@@ -503,8 +505,8 @@ class fork_registry {
     static fork_registry registry;
     return registry;
   }
-  void add(fork_sensitive*) {}
-  void remove(fork_sensitive*) noexcept {}
+  void add(fork_sensitive* /*member*/) {}
+  void remove(fork_sensitive* /*member*/) noexcept {}
 };
 
 inline const process_identity& self_identity() {
@@ -523,7 +525,7 @@ inline const process_identity& self_identity() {
 }
 
 // Thread names and signal masks: nothing to do (no signals reach a thread).
-inline void name_this_thread(const char*) {}
+inline void name_this_thread(const char* /*name*/) {}
 
 class signals_blocked {
  public:
@@ -540,8 +542,11 @@ class signals_blocked {
 class directory_watch {
  public:
   directory_watch() = default;
+  ~directory_watch() = default;
   directory_watch(const directory_watch&) = delete;
   directory_watch& operator=(const directory_watch&) = delete;
+  directory_watch(directory_watch&&) = delete;
+  directory_watch& operator=(directory_watch&&) = delete;
 };
 
 // What a waiting lock sleeps on between attempts: a name change in the lock
@@ -550,7 +555,7 @@ class directory_watch {
 // by another thread).
 class wait_channel {
  public:
-  wait_channel(const std::filesystem::path& lock_file, directory_watch&)
+  wait_channel(const std::filesystem::path& lock_file, directory_watch& /*watch*/)
       : directory_(lock_file.parent_path()), wake_(::CreateEventW(nullptr, TRUE, FALSE, nullptr)) {}
   ~wait_channel() {
     if (change_ != INVALID_HANDLE_VALUE) ::FindCloseChangeNotification(change_);
@@ -558,7 +563,7 @@ class wait_channel {
   wait_channel(const wait_channel&) = delete;
   wait_channel& operator=(const wait_channel&) = delete;
 
-  bool forgotten() const { return false; }  // no fork
+  static bool forgotten() { return false; }  // no fork
 
   // Watches the directory, again after its watch ended (it was removed).
   void watch() {

@@ -160,7 +160,14 @@ TEST_CASE("a directory at the lock path is refused") {
   const auto path = dir / "app.lock";
   std::filesystem::create_directory(path);
   lockfile::PIDLock lock(path);
-  CHECK(refusal(lock));
+  std::string message;
+  try {
+    lock.acquire();
+  } catch (const std::filesystem::filesystem_error& e) {
+    message = e.what();
+  }
+  // The operation and the path, in the user's terms.
+  CHECK_THAT(message, Catch::Contains("lock file") && Catch::Contains("app.lock"));
   CHECK(std::filesystem::is_directory(path));
 }
 
@@ -243,4 +250,55 @@ TEST_CASE("a stale lease of a dead process on another host is taken over by the 
   std::ofstream(path, std::ios::binary) << lockfile::format_lease(lease);
   lockfile::PIDLock lock(path, {.lease_stale_threshold = 1s});
   CHECK(lock.try_lock());
+}
+
+// The wake-ups themselves, below PIDLock (whose poll period, 50 to 75 ms,
+// would hide a missing one): a waiter must wake on a name change in the lock
+// file's directory and on the holder's exit, long before its deadline.
+TEST_CASE("a waiter's channel wakes on a name change in the lock file's directory") {
+  scratch_dir dir;
+  const auto path = dir / "app.lock";
+  std::ofstream(path) << "x";
+  lockfile::detail::directory_watch watch;
+  lockfile::detail::wait_channel channel(path, watch);
+  channel.watch();
+  std::thread remover([&] {
+    ::Sleep(200);  // the change must come while the channel sleeps, not before
+    std::filesystem::remove(path);
+  });
+  const auto start = std::chrono::steady_clock::now();
+  channel.wait_until(start + 20s, lockfile::detail::no_handle);
+  const auto waited = std::chrono::steady_clock::now() - start;
+  remover.join();
+  CHECK(waited < 10s);
+}
+
+TEST_CASE("a waiter's channel wakes when the holder's process exits") {
+  scratch_dir dir;
+  const auto path = dir / "app.lock";
+  auto holder = lockfile_windows::start_holder(path, 60000);
+  const auto lease = lockfile::inspect(path).lease;
+  REQUIRE(lease);
+  auto exit_handle = lockfile::detail::open_holder_exit_fd(lease->pid, lease->start_time);
+  REQUIRE(exit_handle);
+  lockfile::detail::directory_watch watch;
+  lockfile::detail::wait_channel channel(dir / "other.lock", watch);
+  std::thread killer([&] {
+    ::Sleep(200);
+    holder->kill();
+  });
+  const auto start = std::chrono::steady_clock::now();
+  channel.wait_until(start + 20s, exit_handle.get());
+  const auto waited = std::chrono::steady_clock::now() - start;
+  killer.join();
+  CHECK(waited < 10s);
+}
+
+TEST_CASE("a holder's handle is refused for a pid whose creation time differs") {
+  // The pid of this very process, with another start time: a reused pid.
+  const auto& self = lockfile::detail::self_identity();
+  CHECK(lockfile::detail::open_holder_exit_fd(self.pid, self.start_time));
+  CHECK_FALSE(lockfile::detail::open_holder_exit_fd(self.pid, self.start_time + 1));
+  CHECK(lockfile::detail::probe_process(self.pid, self.start_time) == lockfile::detail::liveness::alive);
+  CHECK(lockfile::detail::probe_process(self.pid, self.start_time + 1) == lockfile::detail::liveness::dead);
 }

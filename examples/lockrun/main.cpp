@@ -47,7 +47,12 @@
 
 using namespace lockrun;
 
-int main(int argc, char** argv) {
+int main(int raw_argc, char** raw_argv) {
+  // UTF-8 on every OS (Windows: from the wide command line).
+  std::vector<char*> arguments = utf8_arguments(raw_argc, raw_argv);
+  const int argc = static_cast<int>(arguments.size());
+  arguments.push_back(nullptr);
+  char** const argv = arguments.data();
   config cfg;
   try {
     cfg = parse_command_line(argc, argv);
@@ -68,7 +73,7 @@ int main(int argc, char** argv) {
   try {
     // A FILE that names no file ("dir/") is bad usage in every mode; the
     // library says why, in terms of the path as given.
-    const lockfile::PIDLock probe(cfg.lock_file, lock_options(cfg));
+    const lockfile::PIDLock probe(path_of(cfg.lock_file), lock_options(cfg));
   } catch (const std::invalid_argument& e) {
     std::fprintf(stderr, "lockrun: %s\n%s", e.what(), usage_text);
     return exit_usage;

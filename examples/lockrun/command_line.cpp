@@ -84,7 +84,7 @@ constexpr option_spec option_specs[] = {
     {"holder", '\0', false, opt::holder},
     {"hold", '\0', false, opt::hold},
     {"release", '\0', false, opt::release},
-    // Internal: how --hold starts its background holder (hold.cpp).
+    // Internal: how --hold starts its background holder (hold_posix.cpp).
     {"hold-for", '\0', true, opt::hold_for, false},
 };
 
@@ -151,7 +151,7 @@ void apply_option(config& cfg, const option_spec& spec, std::string_view spelled
       break;
     }
     case opt::exclusive: break;  // the only kind of lock a lease is
-    case opt::close: break;      // COMMAND never inherits the lock's descriptor (run.cpp)
+    case opt::close: break;      // COMMAND never inherits the lock's descriptor (child_*.cpp)
     case opt::shared:
       throw usage_error{std::string(spelled) +
                         ": shared locks are not supported by lease locks (a lease has exactly one holder)"};

@@ -116,7 +116,7 @@ struct config {
   std::vector<char*> command;         // argv for the command, null-terminated
   const char* command_string = nullptr;  // -c STRING (Windows passes it to cmd.exe as it is)
   // --hold-for=PID:START: set only in the background holder that --hold
-  // starts (hold.cpp), naming the process it holds the lock for.
+  // starts (hold_posix.cpp), naming the process it holds the lock for.
   std::optional<std::pair<pid_t, unsigned long long>> hold_for;
 
   // One attempt only: -n, or -w 0 (as flock).

@@ -20,8 +20,9 @@
 // flock forms.
 //
 // The parts (lockrun.hpp lists them): command_line.cpp, status.cpp,
-// process.cpp, events.cpp, take_lock.cpp, run.cpp, hold.cpp (--hold starts a
-// background holder for the calling shell; see there).
+// take_lock.cpp and run.cpp on every OS; system, events, process, child and
+// hold in a file per OS (*_posix.cpp, *_windows.cpp; hold_posix.cpp starts
+// a background holder for the calling shell, see there).
 //
 // How it is built, and why:
 //   - One event pipe (the self-pipe trick) carries everything the main loop
@@ -41,6 +42,10 @@
 //     running without the lock. posix_spawnp cannot set that.
 //   - The lock's file descriptor is opened O_CLOEXEC by the library, and our
 //     event pipe is O_CLOEXEC too: the command inherits neither.
+//   - On Windows (the *_windows.cpp files) the same loop waits on an event
+//     object instead of a pipe, console control events stand in for
+//     signals, and the command runs in a kill-on-close job object instead
+//     of under PR_SET_PDEATHSIG; see child_windows.cpp and events_windows.cpp.
 #include "lockrun.hpp"
 
 #include <cstdio>

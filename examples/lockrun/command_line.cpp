@@ -10,13 +10,9 @@
 // unique prefix, as getopt_long() allows for flock.
 #include "lockrun.hpp"
 
-#include <sys/stat.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <charconv>
 #include <cmath>
-#include <cstdlib>
 #include <filesystem>
 #include <string_view>
 
@@ -88,7 +84,7 @@ constexpr option_spec option_specs[] = {
     {"holder", '\0', false, opt::holder},
     {"hold", '\0', false, opt::hold},
     {"release", '\0', false, opt::release},
-    // Internal: how --hold starts its background holder (hold.cpp).
+    // Internal: how --hold starts its background holder (hold_posix.cpp).
     {"hold-for", '\0', true, opt::hold_for, false},
 };
 
@@ -136,13 +132,6 @@ void set_mode(config& cfg, mode m) {
   cfg.what = m;
 }
 
-// The shell for -c, as flock(1): $SHELL, or /bin/sh when it is unset or empty.
-char* shell_for_command() {
-  static char bin_sh[] = "/bin/sh";
-  char* shell = std::getenv("SHELL");
-  return shell != nullptr && *shell != '\0' ? shell : bin_sh;
-}
-
 // Applies one option; `spelled` is how the user wrote it, for messages.
 void apply_option(config& cfg, const option_spec& spec, std::string_view spelled, char* value) {
   const std::string_view text = value != nullptr ? value : "";
@@ -162,7 +151,7 @@ void apply_option(config& cfg, const option_spec& spec, std::string_view spelled
       break;
     }
     case opt::exclusive: break;  // the only kind of lock a lease is
-    case opt::close: break;      // COMMAND never inherits the lock's descriptor (run.cpp)
+    case opt::close: break;      // COMMAND never inherits the lock's descriptor (child_*.cpp)
     case opt::shared:
       throw usage_error{std::string(spelled) +
                         ": shared locks are not supported by lease locks (a lease has exactly one holder)"};
@@ -176,10 +165,10 @@ void apply_option(config& cfg, const option_spec& spec, std::string_view spelled
                         "COMMAND runs, so it cannot exec COMMAND in its place"};
     case opt::command: {
       // As flock: "-c STRING" right after FILE, and nothing after it.
-      static char dash_c[] = "-c";
       if (cfg.lock_file.empty())
         throw usage_error{std::string(spelled) + " must follow FILE: lockrun [OPTIONS] FILE -c 'COMMAND'"};
-      cfg.command = {shell_for_command(), dash_c, value, nullptr};
+      cfg.command = shell_command(value);
+      cfg.command_string = value;
       break;
     }
     case opt::verbose: cfg.verbose = true; break;
@@ -244,8 +233,36 @@ const char usage_text[] =
     "       lockrun [OPTIONS] --hold FILE      (and later: lockrun --release FILE)\n"
     "       lockrun --status|--holder [--stale SECONDS] FILE\n";
 
-// What becomes of COMMAND when lockrun dies without stopping it (SIGKILL, a
-// crash): see spawn_command.
+// What differs by OS in the help: how COMMAND and -c run, what passes on to
+// it, and what becomes of COMMAND when lockrun dies without stopping it
+// (SIGKILL, a crash): see child_posix.cpp and child_windows.cpp.
+#if defined(_WIN32)
+#define LOCKRUN_INTRO_TEXT                                                             \
+  "waits for the lock (creating FILE and missing directories), runs COMMAND,\n"       \
+  "removes FILE when it exits and exits with its exit code. COMMAND shares the\n"    \
+  "console: Ctrl-C and Ctrl-Break reach it directly, and lockrun ignores them\n"     \
+  "while it runs. -c runs the string with cmd.exe /d /s /c (the string as it is).\n" \
+  "Options end at COMMAND or '--'. A directory as FILE is locked through the file\n"  \
+  "DIR/.lockrun.lock in it. A file at FILE that is not a lock file is never\n"       \
+  "touched (exit 74). Nothing is printed when the lock is held, unless --verbose.\n"
+#define LOCKRUN_SHELL_OPTION_TEXT \
+  "  -c, --command STRING        run STRING through cmd.exe /d /s /c (right after FILE)\n"
+#define LOCKRUN_DEATH_TEXT                                                             \
+  "COMMAND runs in a job object that ends with lockrun: if lockrun dies (killed,\n"  \
+  "a crash), COMMAND and every process it started are ended too, so none runs on\n" \
+  "without the lock. --on-lost term and kill both end them at once (exit 76).\n"    \
+  "--hold and --release are not supported on Windows (exit 64).\n"
+#else
+#define LOCKRUN_INTRO_TEXT                                                             \
+  "waits for the lock (creating FILE and missing directories), runs COMMAND,\n"       \
+  "passes signals INT, TERM, HUP and QUIT on to it, removes FILE when it exits\n"    \
+  "and exits with its status. -c runs the string with $SHELL -c (/bin/sh when\n"     \
+  "SHELL is unset), as flock(1). Options end at COMMAND or '--'. A directory as\n"   \
+  "FILE is locked through the file DIR/.lockrun.lock in it. A file at FILE that\n"   \
+  "is not a lock file is never touched (exit 74). Nothing is printed when the\n"    \
+  "lock is held, unless --verbose.\n"
+#define LOCKRUN_SHELL_OPTION_TEXT \
+  "  -c, --command STRING        run STRING through $SHELL -c (right after FILE)\n"
 #if defined(__linux__)
 #define LOCKRUN_DEATH_TEXT                                                           \
   "If lockrun dies without stopping COMMAND (SIGKILL, a crash), COMMAND gets\n"      \
@@ -258,17 +275,12 @@ const char usage_text[] =
   "longer renewed, goes stale after --stale seconds, and may then be taken over\n" \
   "by another process.\n"
 #endif
+#endif
 
 const char help_text[] =
     "\n"
     "Run COMMAND while holding the lease lock FILE; a drop-in for flock(1). lockrun\n"
-    "waits for the lock (creating FILE and missing directories), runs COMMAND,\n"
-    "passes signals INT, TERM, HUP and QUIT on to it, removes FILE when it exits\n"
-    "and exits with its status. -c runs the string with $SHELL -c (/bin/sh when\n"
-    "SHELL is unset), as flock(1). Options end at COMMAND or '--'. A directory as\n"
-    "FILE is locked through the file DIR/.lockrun.lock in it. A file at FILE that\n"
-    "is not a lock file is never touched (exit 74). Nothing is printed when the\n"
-    "lock is held, unless --verbose.\n"
+    LOCKRUN_INTRO_TEXT
     LOCKRUN_DEATH_TEXT
     "\n"
     "flock(1)'s options (long ones may be abbreviated):\n"
@@ -280,7 +292,7 @@ const char help_text[] =
     "  -x, -e, --exclusive         accepted: a lease is always exclusive\n"
     "  -o, --close                 accepted: COMMAND never inherits a descriptor of\n"
     "                              the lock, so there is none to close\n"
-    "  -c, --command STRING        run STRING through $SHELL -c (right after FILE)\n"
+    LOCKRUN_SHELL_OPTION_TEXT
     "      --verbose               report on stderr who holds the lock, the wait,\n"
     "                              and how long getting the lock took\n"
     "  -h, --help                  show this help and exit\n"
@@ -329,6 +341,8 @@ const char help_text[] =
     "  --status, --holder: 0 free, 1 held, 2 stale, 3 not a lock file (\"foreign\")\n"
     "  --hold: 0 once held, else as above. --release: 0 released, 1 not held by a\n"
     "  --hold of this shell\n";
+#undef LOCKRUN_INTRO_TEXT
+#undef LOCKRUN_SHELL_OPTION_TEXT
 #undef LOCKRUN_DEATH_TEXT
 
 // ---------------------------------------------------------------------------
@@ -443,24 +457,13 @@ lockfile::Options lock_options(const config& cfg) {
 }
 
 void resolve_lock_file(config& cfg) {
-  struct stat st {};
-  if (::stat(cfg.lock_file.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return;
+  std::error_code ec;
+  if (!std::filesystem::is_directory(path_of(cfg.lock_file), ec)) return;  // follows links, as stat()
   // flock(1) locks a directory itself; a lease is a file, so it goes inside,
   // under a name that says whose it is.
-  const std::string inside = (std::filesystem::path(cfg.lock_file) / directory_lock_name).string();
+  const std::string inside = text_of(path_of(cfg.lock_file) / directory_lock_name);
   if (cfg.verbose && !cfg.hold_for) say(cfg.lock_file + " is a directory: locking " + inside);
   cfg.lock_file = inside;
-}
-
-int exit_status_for(const std::error_code& ec) {
-  if (ec == lockfile::errc::not_a_lock_file) return exit_lock_error;
-  if (ec.category() != std::generic_category() && ec.category() != std::system_category()) return exit_lock_error;
-  switch (ec.value()) {
-    case ENOMEM: case EMFILE: case ENFILE: case ENOLCK: case EAGAIN: return exit_os_error;
-    case EROFS: case ENOSPC: case EDQUOT: return exit_cannot_create;
-    case EIO: case ESTALE: case ETIMEDOUT: return exit_lock_error;
-    default: return exit_cannot_open;
-  }
 }
 
 }  // namespace lockrun

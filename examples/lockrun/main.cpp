@@ -20,8 +20,9 @@
 // flock forms.
 //
 // The parts (lockrun.hpp lists them): command_line.cpp, status.cpp,
-// process.cpp, events.cpp, take_lock.cpp, run.cpp, hold.cpp (--hold starts a
-// background holder for the calling shell; see there).
+// take_lock.cpp and run.cpp on every OS; system, events, process, child and
+// hold in a file per OS (*_posix.cpp, *_windows.cpp; hold_posix.cpp starts
+// a background holder for the calling shell, see there).
 //
 // How it is built, and why:
 //   - One event pipe (the self-pipe trick) carries everything the main loop
@@ -41,13 +42,22 @@
 //     running without the lock. posix_spawnp cannot set that.
 //   - The lock's file descriptor is opened O_CLOEXEC by the library, and our
 //     event pipe is O_CLOEXEC too: the command inherits neither.
+//   - On Windows (the *_windows.cpp files) the same loop waits on an event
+//     object instead of a pipe, console control events stand in for
+//     signals, and the command runs in a kill-on-close job object instead
+//     of under PR_SET_PDEATHSIG; see child_windows.cpp and events_windows.cpp.
 #include "lockrun.hpp"
 
 #include <cstdio>
 
 using namespace lockrun;
 
-int main(int argc, char** argv) {
+int main(int raw_argc, char** raw_argv) {
+  // UTF-8 on every OS (Windows: from the wide command line).
+  std::vector<char*> arguments = utf8_arguments(raw_argc, raw_argv);
+  const int argc = static_cast<int>(arguments.size());
+  arguments.push_back(nullptr);
+  char** const argv = arguments.data();
   config cfg;
   try {
     cfg = parse_command_line(argc, argv);
@@ -68,7 +78,7 @@ int main(int argc, char** argv) {
   try {
     // A FILE that names no file ("dir/") is bad usage in every mode; the
     // library says why, in terms of the path as given.
-    const lockfile::PIDLock probe(cfg.lock_file, lock_options(cfg));
+    const lockfile::PIDLock probe(path_of(cfg.lock_file), lock_options(cfg));
   } catch (const std::invalid_argument& e) {
     std::fprintf(stderr, "lockrun: %s\n%s", e.what(), usage_text);
     return exit_usage;

@@ -152,7 +152,7 @@ int exit_status_of(lockfile::LockState state) {
 // The lock's state, or an exit status after saying why it cannot be known.
 std::optional<lockfile::LockStatus> inspect_or_say(const config& cfg, int& exit_status) {
   try {
-    return lockfile::inspect(cfg.lock_file, lock_options(cfg));
+    return lockfile::inspect(path_of(cfg.lock_file), lock_options(cfg));
   } catch (const std::filesystem::filesystem_error& e) {
     say(std::string("cannot inspect the lock: ") + e.what());
     exit_status = exit_status_for(e.code());

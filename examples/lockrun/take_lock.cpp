@@ -79,7 +79,7 @@ void report_acquired(const config& cfg, steady_clock::time_point started) {
 // (through the stop token) and lockrun exits 128+N without running COMMAND.
 // Readiness of one of `cancel_on` cancels it too (result: cancelled).
 take_result wait_for_lock(lockfile::PIDLock& lock, const config& cfg, const signal_setup& setup,
-                          std::span<pollfd> cancel_on, steady_clock::time_point started) {
+                          std::span<watched> cancel_on, steady_clock::time_point started) {
   std::stop_source stop;
   bool acquired = false;
   std::exception_ptr error;
@@ -158,7 +158,7 @@ std::unique_ptr<lockfile::PIDLock> make_lock(const config& cfg, int& exit_status
   // Runs on the library's notifier thread: only post the event.
   options.on_lease_lost = [] { post_event(event_lease_lost); };
   try {
-    return std::make_unique<lockfile::PIDLock>(cfg.lock_file, std::move(options));
+    return std::make_unique<lockfile::PIDLock>(path_of(cfg.lock_file), std::move(options));
   } catch (const std::invalid_argument& e) {  // e.g. a FILE that names no file ("dir/")
     std::fprintf(stderr, "lockrun: %s\n%s", e.what(), usage_text);
     exit_status = exit_usage;
@@ -170,7 +170,7 @@ std::unique_ptr<lockfile::PIDLock> make_lock(const config& cfg, int& exit_status
 }
 
 take_result take_lock(lockfile::PIDLock& lock, const config& cfg, const signal_setup& setup,
-                      std::span<pollfd> cancel_on) {
+                      std::span<watched> cancel_on) {
   const auto started = steady_clock::now();
   // A first attempt, short (bounded retries): it runs with the signals
   // blocked, and any that arrive are seen right after. When the lock is

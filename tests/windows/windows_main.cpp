@@ -5,10 +5,59 @@
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
+#include <shellapi.h>
+
 #include <cstdio>
 #include <string>
+#include <vector>
 
 namespace {
+
+// This process's arguments as Windows passed them (wide, split by the C
+// runtime's rules): argv is in the ANSI code page.
+std::vector<std::wstring> wide_arguments() {
+  int count = 0;
+  LPWSTR* words = ::CommandLineToArgvW(::GetCommandLineW(), &count);
+  std::vector<std::wstring> out(words, words + count);
+  ::LocalFree(static_cast<HLOCAL>(words));
+  return out;
+}
+
+// Roles for the lockrun tests, on wide arguments (after "--helper ROLE"):
+//   exit N             exit with N
+//   args OUT ARG...    write each ARG as one UTF-8 line to OUT
+//   exists PATH        exit 0 when PATH exists, 1 when not
+//   wait-killed OUT    write this process's pid to OUT, then wait (at most
+//                      60 s) to be killed
+//   wait-break OUT     as wait-killed, but exit 42 on Ctrl-Break (or Ctrl-C)
+int lockrun_role(const std::wstring& role, const std::vector<std::wstring>& args) {
+  const auto write_lines = [](const std::wstring& out, auto begin, auto end) {
+    std::ofstream file(std::filesystem::path(out), std::ios::binary);
+    for (auto it = begin; it != end; ++it) file << lockfile_windows::utf8(*it) << "\n";
+  };
+  if (role == L"exit" && !args.empty()) return std::stoi(args[0]);
+  if (role == L"args" && !args.empty()) {
+    write_lines(args[0], args.begin() + 1, args.end());
+    return 0;
+  }
+  if (role == L"exists" && args.size() == 1) return std::filesystem::exists(std::filesystem::path(args[0])) ? 0 : 1;
+  if ((role == L"wait-killed" || role == L"wait-break") && args.size() == 1) {
+    static HANDLE broken = ::CreateEventW(nullptr, TRUE, FALSE, nullptr);
+    if (role == L"wait-break")
+      ::SetConsoleCtrlHandler(
+          [](DWORD type) -> BOOL {
+            if (type != CTRL_BREAK_EVENT && type != CTRL_C_EVENT) return FALSE;
+            ::SetEvent(broken);
+            return TRUE;
+          },
+          TRUE);
+    const std::wstring pid = std::to_wstring(::GetCurrentProcessId());
+    write_lines(args[0] + L".tmp", &pid, &pid + 1);
+    std::filesystem::rename(std::filesystem::path(args[0] + L".tmp"), std::filesystem::path(args[0]));
+    return ::WaitForSingleObject(broken, 60000) == WAIT_OBJECT_0 ? 42 : 3;
+  }
+  return -1;
+}
 
 // hold PATH READY [STALE_MS]: acquire PATH, create READY, then hold until
 // PATH.release appears (or the process is killed).
@@ -32,6 +81,11 @@ int main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "--helper") {
     try {
       const std::string role = argc >= 3 ? argv[2] : "";
+      const auto wide = wide_arguments();
+      if (wide.size() >= 3) {
+        const int result = lockrun_role(wide[2], {wide.begin() + 3, wide.end()});
+        if (result != -1) return result;
+      }
       if (role == "hold" && argc >= 5)
         return hold(std::filesystem::u8path(argv[3]), std::filesystem::u8path(argv[4]),
                     argc >= 6 ? std::stoi(argv[5]) : 60000);

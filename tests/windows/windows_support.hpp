@@ -13,6 +13,16 @@ namespace lockfile_windows {
 
 inline void touch(const std::filesystem::path& path) { std::ofstream(path) << "ready\n"; }
 
+inline std::string utf8(std::wstring_view text) {
+  if (text.empty()) return {};
+  const int size =
+      ::WideCharToMultiByte(CP_UTF8, 0, text.data(), static_cast<int>(text.size()), nullptr, 0, nullptr, nullptr);
+  std::string out(static_cast<std::size_t>(size > 0 ? size : 0), '\0');
+  if (size > 0)
+    ::WideCharToMultiByte(CP_UTF8, 0, text.data(), static_cast<int>(text.size()), out.data(), size, nullptr, nullptr);
+  return out;
+}
+
 // A fresh directory under the temporary directory, removed afterwards.
 class scratch_dir {
  public:

@@ -1,4 +1,4 @@
-// The event pipe and the signal handlers (see main.cpp for why).
+// The event pipe and the signal handlers, on POSIX (see main.cpp for why).
 #include "lockrun.hpp"
 
 #include <fcntl.h>
@@ -54,9 +54,10 @@ extern "C" void on_signal(int sig, siginfo_t* info, void*) {
 // only. A signal that was ignored when lockrun started stays ignored, for
 // lockrun and for the command, as if the command had been started directly
 // (nohup, or "&" in a non-interactive shell, ignore SIGINT and SIGHUP).
-bool install_signal_handlers(signal_setup& setup) {
+std::error_code install_signal_handlers(signal_setup& setup) {
+  const auto failed = [] { return std::error_code(errno, std::generic_category()); };
   int fds[2];
-  if (::pipe(fds) != 0) return false;
+  if (::pipe(fds) != 0) return failed();
   for (const int fd : fds) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
   for (const int fd : fds) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
   event_read_fd = fds[0];
@@ -69,7 +70,8 @@ bool install_signal_handlers(signal_setup& setup) {
     sigaddset(&setup.handled, sig);
   }
   sigaddset(&setup.handled, SIGCHLD);
-  if (::pthread_sigmask(SIG_BLOCK, &setup.handled, nullptr) != 0) return false;
+  if (const int error = ::pthread_sigmask(SIG_BLOCK, &setup.handled, nullptr); error != 0)
+    return {error, std::generic_category()};
 
   struct sigaction action {};
   action.sa_sigaction = on_signal;
@@ -77,9 +79,9 @@ bool install_signal_handlers(signal_setup& setup) {
   for (const int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD}) {
     if (sigismember(&setup.handled, sig) != 1) continue;
     action.sa_flags = SA_SIGINFO | SA_RESTART | (sig == SIGCHLD ? SA_NOCLDSTOP : 0);
-    if (::sigaction(sig, &action, nullptr) != 0) return false;
+    if (::sigaction(sig, &action, nullptr) != 0) return failed();
   }
-  return true;
+  return {};
 }
 
 void unblock_signals(const signal_setup& setup) { ::pthread_sigmask(SIG_UNBLOCK, &setup.handled, nullptr); }

@@ -281,8 +281,8 @@ int hold_in_background(const config& given) {
   if (!ec) absolute_cfg.lock_file = absolute.string();
 
   signal_setup setup;
-  if (!install_signal_handlers(setup)) {
-    say(std::string("cannot set up signal handling: ") + std::strerror(errno));
+  if (const auto ec = install_signal_handlers(setup)) {
+    say("cannot set up signal handling: " + ec.message());
     send_frame('E', exit_os_error);
     return exit_os_error;
   }

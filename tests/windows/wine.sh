@@ -4,6 +4,7 @@
 # (`prefix` as the first argument makes the prefix and starts a wineserver
 # that stays up across the tests, `stop` ends it: CTest fixtures call both.)
 set -eu
+# The build directory's own prefix (tests/windows/CMakeLists.txt sets it).
 export WINEPREFIX="${LOCKFILE_WINEPREFIX:-${TMPDIR:-/tmp}/lockfile-wine}"
 export WINEDEBUG=-all
 export WINEDLLOVERRIDES="mscoree,mshtml="  # no Mono or Gecko install prompts

@@ -59,6 +59,7 @@
 #include "detail/record.hpp"
 #include "detail/platform.hpp"
 #include "detail/judgement.hpp"
+#include "detail/waiting.hpp"
 #include "detail/lease_state.hpp"
 #include "detail/renewal_service.hpp"
 #include "detail/network_claims.hpp"

@@ -515,14 +515,6 @@ class PIDLock {
     return "";
   }
 
-  // How long a waiting lock sleeps between attempts when nothing wakes it
-  // sooner (a remote host's release raises no local event), with jitter so
-  // that waiters do not retry in lockstep.
-  static std::chrono::steady_clock::duration poll_period() {
-    thread_local std::minstd_rand jitter{std::random_device{}()};
-    return std::chrono::milliseconds(50) + std::chrono::microseconds(jitter() % 25000);
-  }
-
   // DESIGN.md "Waiting": attempt, then sleep until the earliest of the
   // deadline, the moment the observed file turns stale, a change to its
   // directory entry, the holder's exit, and the poll period.
@@ -539,17 +531,10 @@ class PIDLock {
       if (o.kind == attempt_result::failed) throw_failure(o);
       const auto now = std::chrono::steady_clock::now();
       if (now >= deadline) return false;
-      auto wake = std::min(deadline, now + poll_period());
-      detail::unique_fd holder_exit;
-      if (o.kind == attempt_result::held) {
-        if (o.verdict.stale_at > now) wake = std::min(wake, o.verdict.stale_at);
-        const auto& lease = o.verdict.status.lease;
-        if (lease && detail::same_pid_space(*lease, self))
-          holder_exit = detail::open_holder_exit_fd(lease->pid, lease->start_time);
-      } else if (o.kind == attempt_result::retry_limit) {
-        wake = std::min(wake, now + options_.acquire_retry_delay);
-      }
-      events.wait_until(wake, holder_exit.get());
+      const auto next = detail::plan_next_attempt(now, deadline, o.kind == attempt_result::held ? &o.verdict : nullptr,
+                                                  o.kind == attempt_result::retry_limit,
+                                                  options_.acquire_retry_delay, self);
+      events.wait_until(next.at, next.holder_exit.get());
     }
   }
 

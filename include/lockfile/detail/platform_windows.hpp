@@ -567,8 +567,13 @@ class wait_channel {
 
   // Watches the directory, again after its watch ended (it was removed).
   void watch() {
+    // Not armed yet: FindFirstChangeNotificationW wakes on any name in the
+    // directory, the private files of our own attempts included, and a
+    // waiter spun on them. Until the watch filters by name
+    // (ReadDirectoryChangesW), waiters wake on the holder's exit and their
+    // poll period.
     std::lock_guard guard(watch_mutex_);
-    if (change_ != INVALID_HANDLE_VALUE) return;
+    if (!watch_names_ || change_ != INVALID_HANDLE_VALUE) return;
     change_ = ::FindFirstChangeNotificationW(directory_.c_str(), FALSE, FILE_NOTIFY_CHANGE_FILE_NAME);
   }
 
@@ -618,6 +623,7 @@ class wait_channel {
   unique_fd wake_;  // a manual-reset event
   std::mutex watch_mutex_;
   HANDLE change_ = INVALID_HANDLE_VALUE;  // guarded by watch_mutex_
+  static constexpr bool watch_names_ = false;  // see watch()
 };
 
 // The holder's process handle, which is signalled when it exits; checked

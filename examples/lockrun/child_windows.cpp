@@ -41,14 +41,6 @@ class owned_handle {
   HANDLE handle_;
 };
 
-std::wstring wide_of(std::string_view text) {
-  if (text.empty()) return {};
-  const int size = ::MultiByteToWideChar(CP_UTF8, 0, text.data(), static_cast<int>(text.size()), nullptr, 0);
-  std::wstring out(static_cast<std::size_t>(size > 0 ? size : 0), L'\0');
-  if (size > 0) ::MultiByteToWideChar(CP_UTF8, 0, text.data(), static_cast<int>(text.size()), out.data(), size);
-  return out;
-}
-
 std::string message_of(DWORD error) { return std::error_code(static_cast<int>(error), std::system_category()).message(); }
 
 // One argument as the C runtime (and CommandLineToArgvW) reads it back:

@@ -42,6 +42,10 @@ using std::chrono::milliseconds;
 // that every OS shares; the rest lives in the _posix/_windows files).
 // ---------------------------------------------------------------------------
 #if defined(_WIN32)
+// UTF-16 from Win32 as UTF-8, and back (system_windows.cpp).
+std::string utf8_of(std::wstring_view text);
+std::wstring wide_of(std::string_view text);
+
 // A handle next_events waits on beside the event queue; revents != 0 when
 // it was signalled.
 struct watched {

@@ -26,16 +26,6 @@ class process_handle {
   HANDLE handle_;
 };
 
-std::string utf8_of(std::wstring_view text) {
-  if (text.empty()) return {};
-  const int size =
-      ::WideCharToMultiByte(CP_UTF8, 0, text.data(), static_cast<int>(text.size()), nullptr, 0, nullptr, nullptr);
-  std::string out(static_cast<std::size_t>(size > 0 ? size : 0), '\0');
-  if (size > 0)
-    ::WideCharToMultiByte(CP_UTF8, 0, text.data(), static_cast<int>(text.size()), out.data(), size, nullptr, nullptr);
-  return out;
-}
-
 // The host name as the library records it (GetComputerNameExW, DNS host name).
 std::string our_host() {
   wchar_t buffer[256] = {};

@@ -9,8 +9,6 @@
 
 namespace lockrun {
 
-namespace {
-
 std::string utf8_of(std::wstring_view text) {
   if (text.empty()) return {};
   const int size =
@@ -28,8 +26,6 @@ std::wstring wide_of(std::string_view text) {
   if (size > 0) ::MultiByteToWideChar(CP_UTF8, 0, text.data(), static_cast<int>(text.size()), out.data(), size);
   return out;
 }
-
-}  // namespace
 
 // main()'s argv is in the ANSI code page, which cannot hold every file name:
 // the wide command line, split by the rules the C runtime uses.

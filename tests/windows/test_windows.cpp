@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -253,9 +254,9 @@ TEST_CASE("a stale lease of a dead process on another host is taken over by the 
 }
 
 // The wake-ups themselves, below PIDLock (whose poll period, 50 to 75 ms,
-// would hide a missing one): a waiter must wake on the holder's exit long
-// before its deadline. (The directory watch is off until it filters by
-// name: see wait_channel::watch.)
+// would hide a missing one): a waiter must wake on the holder's exit, and on
+// the lock's name leaving the directory, long before its deadline, and must
+// sleep through changes to other names.
 TEST_CASE("a waiter's channel wakes when the holder's process exits") {
   scratch_dir dir;
   const auto path = dir / "app.lock";
@@ -275,6 +276,73 @@ TEST_CASE("a waiter's channel wakes when the holder's process exits") {
   const auto waited = std::chrono::steady_clock::now() - start;
   killer.join();
   CHECK(waited < 10s);
+}
+
+TEST_CASE("a waiter's channel wakes when the lock's name is renamed away in any letter case") {
+  // A release renames the file aside before deleting it: the old name's
+  // change is what frees the lock. Names compare as the file system does,
+  // without regard to case.
+  scratch_dir dir;
+  lockfile_windows::touch(dir / "App.Lock");
+  lockfile::detail::directory_watch watch;
+  lockfile::detail::wait_channel channel(dir / "app.lock", watch);
+  channel.watch();
+  std::thread releaser([&] {
+    ::Sleep(200);
+    std::filesystem::rename(dir / "App.Lock", dir / "aside.tmp");
+  });
+  const auto start = std::chrono::steady_clock::now();
+  channel.wait_until(start + 20s, nullptr);
+  const auto waited = std::chrono::steady_clock::now() - start;
+  releaser.join();
+  CHECK(waited < 10s);
+}
+
+TEST_CASE("a waiter's channel wakes when the lock file is deleted") {
+  scratch_dir dir;
+  lockfile_windows::touch(dir / "app.lock");
+  lockfile::detail::directory_watch watch;
+  lockfile::detail::wait_channel channel(dir / "app.lock", watch);
+  channel.watch();
+  std::thread releaser([&] {
+    ::Sleep(200);
+    std::filesystem::remove(dir / "app.lock");
+  });
+  const auto start = std::chrono::steady_clock::now();
+  channel.wait_until(start + 20s, nullptr);
+  const auto waited = std::chrono::steady_clock::now() - start;
+  releaser.join();
+  CHECK(waited < 10s);
+}
+
+TEST_CASE("a waiter's channel sleeps through changes to other names in its directory") {
+  // Other waiters' private files, other locks coming and going, and this
+  // lock's name appearing (taken again): none frees this lock's name.
+  scratch_dir dir;
+  lockfile::detail::directory_watch watch;
+  lockfile::detail::wait_channel channel(dir / "app.lock", watch);
+  channel.watch();
+  std::atomic<bool> stop{false};
+  std::atomic<int> rounds{0};
+  std::thread churn([&] {
+    lockfile_windows::touch(dir / ".app.lock.first.tmp");
+    std::filesystem::rename(dir / ".app.lock.first.tmp", dir / "app.lock");
+    for (int i = 0; !stop; ++i) {
+      const auto name = dir.path() / (".app.lock.other-" + std::to_string(i) + ".tmp");
+      lockfile_windows::touch(name);
+      std::filesystem::rename(name, dir / "other.lock");
+      std::filesystem::remove(dir / "other.lock");
+      ++rounds;
+      ::Sleep(5);
+    }
+  });
+  const auto start = std::chrono::steady_clock::now();
+  channel.wait_until(start + 1500ms, nullptr);
+  const auto waited = std::chrono::steady_clock::now() - start;
+  stop = true;
+  churn.join();
+  CHECK(rounds > 10);
+  CHECK(waited >= 1400ms);
 }
 
 TEST_CASE("a holder's handle is refused for a pid whose creation time differs") {

@@ -21,8 +21,9 @@
 //   /proc probes           OpenProcess: "no such process", a signalled
 //       process object, or a different creation time (a reused pid) prove
 //       an owner dead. The boot time is the boot id.
-//   inotify, pidfd         FindFirstChangeNotificationW on the directory, and
-//       the holder's process handle, in WaitForMultipleObjects.
+//   inotify, pidfd         ReadDirectoryChangesW on the directory (waking only
+//       when the lock's own name leaves it), and the holder's process
+//       handle, in WaitForMultipleObjects.
 //   fork                   none: the fork handling compiles to nothing.
 //   file modes             ignored: a new file inherits its directory's ACL.
 
@@ -549,39 +550,52 @@ class directory_watch {
   directory_watch& operator=(directory_watch&&) = delete;
 };
 
-// What a waiting lock sleeps on between attempts: a name change in the lock
-// file's directory (FindFirstChangeNotificationW), the holder's process
+// What a waiting lock sleeps on between attempts: the lock file's name
+// leaving its directory (ReadDirectoryChangesW), the holder's process
 // handle, and a wake-up event from this process (a stop request, a release
 // by another thread).
+//
+// The watch reports every name change in the directory, the private files
+// of our own attempts and of other waiters included; only a change that
+// frees the lock's own name (removed, or renamed away: a release renames the
+// file aside) wakes a waiter, the others are read and slept through. One
+// read is in flight at a time; between reads the directory handle keeps
+// collecting changes, so none is missed, and an overflow (more than the
+// buffer holds) counts as a wake-up.
 class wait_channel {
  public:
   wait_channel(const std::filesystem::path& lock_file, directory_watch& /*watch*/)
-      : directory_(lock_file.parent_path()), wake_(::CreateEventW(nullptr, TRUE, FALSE, nullptr)) {}
+      : directory_(lock_file.parent_path()),
+        name_(lock_file.filename().native()),
+        wake_(::CreateEventW(nullptr, TRUE, FALSE, nullptr)),
+        changed_(::CreateEventW(nullptr, TRUE, FALSE, nullptr)) {}
   ~wait_channel() {
-    if (change_ != INVALID_HANDLE_VALUE) ::FindCloseChangeNotification(change_);
+    std::lock_guard guard(watch_mutex_);
+    close_watch();
   }
   wait_channel(const wait_channel&) = delete;
   wait_channel& operator=(const wait_channel&) = delete;
+  wait_channel(wait_channel&&) = delete;
+  wait_channel& operator=(wait_channel&&) = delete;
 
   static bool forgotten() { return false; }  // no fork
 
-  // Watches the directory, again after its watch ended (it was removed).
+  // Watches the directory, again after its watch ended (the directory was
+  // removed or renamed, or a read failed).
   void watch() {
-    // Not armed yet: FindFirstChangeNotificationW wakes on any name in the
-    // directory, the private files of our own attempts included, and a
-    // waiter spun on them. Until the watch filters by name
-    // (ReadDirectoryChangesW), waiters wake on the holder's exit and their
-    // poll period.
     std::lock_guard guard(watch_mutex_);
-    if (!watch_names_ || change_ != INVALID_HANDLE_VALUE) return;
-    change_ = ::FindFirstChangeNotificationW(directory_.c_str(), FALSE, FILE_NOTIFY_CHANGE_FILE_NAME);
+    if (directory_handle_ || !changed_) return;
+    directory_handle_ = unique_fd(::CreateFileW(directory_.c_str(), FILE_LIST_DIRECTORY, share_all, nullptr,
+                                                OPEN_EXISTING, FILE_FLAG_BACKUP_SEMANTICS | FILE_FLAG_OVERLAPPED,
+                                                nullptr));
+    if (directory_handle_ && !start_read()) close_watch();
   }
 
   void notify() { ::SetEvent(wake_.get()); }
   void drain() { ::ResetEvent(wake_.get()); }
 
-  // Sleeps until the deadline, a wake-up, a name change in the directory,
-  // or (when holder is a process handle) the holder's exit.
+  // Sleeps until the deadline, a wake-up, the lock's name leaving the
+  // directory, or (when holder is a process handle) the holder's exit.
   void wait_until(steady_clock_time deadline, HANDLE holder) {
     for (;;) {
       const auto now = std::chrono::steady_clock::now();
@@ -591,13 +605,9 @@ class wait_channel {
       HANDLE handles[3];
       DWORD count = 0;
       if (wake_) handles[count++] = wake_.get();
-      HANDLE change = INVALID_HANDLE_VALUE;
-      {
-        std::lock_guard guard(watch_mutex_);
-        change = change_;
-      }
-      const DWORD change_at = count;
-      if (change != INVALID_HANDLE_VALUE) handles[count++] = change;
+      const DWORD changed_at = count;
+      const bool watched = watching();
+      if (watched) handles[count++] = changed_.get();
       if (holder != nullptr) handles[count++] = holder;
       if (count == 0) {
         ::Sleep(timeout);
@@ -606,24 +616,81 @@ class wait_channel {
       const DWORD ready = ::WaitForMultipleObjects(count, handles, FALSE, timeout);
       if (ready == WAIT_TIMEOUT) continue;
       if (ready >= WAIT_OBJECT_0 + count) return;  // failed: attempt again
-      if (change != INVALID_HANDLE_VALUE && ready == WAIT_OBJECT_0 + change_at) {
-        // Re-armed for the next change; a watch that ended is made anew.
-        std::lock_guard guard(watch_mutex_);
-        if (change_ == change && !::FindNextChangeNotification(change_)) {
-          ::FindCloseChangeNotification(change_);
-          change_ = INVALID_HANDLE_VALUE;
-        }
+      if (watched && ready == WAIT_OBJECT_0 + changed_at) {
+        if (!name_freed()) continue;  // only other names changed: sleep on
+        ::SetEvent(wake_.get());      // every thread waiting on this lock attempts again
       }
       return;
     }
   }
 
  private:
+  bool watching() {
+    std::lock_guard guard(watch_mutex_);
+    return static_cast<bool>(directory_handle_);
+  }
+
+  // Starts the next read; the event is set when it completes.
+  bool start_read() {
+    ::ResetEvent(changed_.get());
+    pending_ = OVERLAPPED{};
+    pending_.hEvent = changed_.get();
+    return ::ReadDirectoryChangesW(directory_handle_.get(), buffer_.data(), static_cast<DWORD>(sizeof buffer_), FALSE,
+                                   FILE_NOTIFY_CHANGE_FILE_NAME, nullptr, &pending_, nullptr) != 0;
+  }
+
+  // Cancels the read in flight and waits for it to end, so that the
+  // kernel never writes into the buffer after this.
+  void close_watch() {
+    if (!directory_handle_) return;
+    DWORD bytes = 0;
+    if (::CancelIoEx(directory_handle_.get(), &pending_) || ::GetLastError() != ERROR_NOT_FOUND)
+      ::GetOverlappedResult(directory_handle_.get(), &pending_, &bytes, TRUE);
+    directory_handle_.reset();
+  }
+
+  // Reads the completed changes (when another thread has not already) and
+  // starts the next read. True when the lock's name was removed or renamed
+  // away, when changes were lost (an overflow), or when the watch ended.
+  bool name_freed() {
+    std::lock_guard guard(watch_mutex_);
+    if (!directory_handle_) return true;
+    if (!HasOverlappedIoCompleted(&pending_)) return false;  // another waiter read them first
+    DWORD bytes = 0;
+    if (!::GetOverlappedResult(directory_handle_.get(), &pending_, &bytes, FALSE)) {
+      close_watch();  // the directory went away, or its handle cannot be read: made anew by watch()
+      return true;
+    }
+    bool freed = bytes == 0;  // an overflow: the changes were not kept
+    for (std::size_t at = 0; !freed && at + sizeof(FILE_NOTIFY_INFORMATION) <= bytes;) {
+      FILE_NOTIFY_INFORMATION entry{};
+      std::memcpy(&entry, reinterpret_cast<const char*>(buffer_.data()) + at, sizeof entry);  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast): a Win32 record stream
+      const auto* name = reinterpret_cast<const wchar_t*>(reinterpret_cast<const char*>(buffer_.data()) + at +  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
+                                                          offsetof(FILE_NOTIFY_INFORMATION, FileName));
+      const auto length = static_cast<int>(entry.FileNameLength / sizeof(wchar_t));
+      if ((entry.Action == FILE_ACTION_REMOVED || entry.Action == FILE_ACTION_RENAMED_OLD_NAME) &&
+          ::CompareStringOrdinal(name, length, name_.c_str(), static_cast<int>(name_.size()), TRUE) == CSTR_EQUAL)
+        freed = true;
+      if (entry.NextEntryOffset == 0) break;
+      at += entry.NextEntryOffset;
+    }
+    if (!start_read()) {
+      close_watch();
+      return true;
+    }
+    return freed;
+  }
+
   const std::filesystem::path directory_;
-  unique_fd wake_;  // a manual-reset event
+  const std::wstring name_;  // the lock file's name in directory_
+  unique_fd wake_;           // a manual-reset event
+  unique_fd changed_;        // a manual-reset event: the read in flight completed
   std::mutex watch_mutex_;
-  HANDLE change_ = INVALID_HANDLE_VALUE;  // guarded by watch_mutex_
-  static constexpr bool watch_names_ = false;  // see watch()
+  // Guarded by watch_mutex_: the directory, its read in flight and the
+  // buffer the kernel writes into (DWORD-aligned, as it requires).
+  unique_fd directory_handle_;
+  OVERLAPPED pending_{};
+  std::array<DWORD, 2048> buffer_{};
 };
 
 // The holder's process handle, which is signalled when it exits; checked

@@ -75,6 +75,38 @@ int hold(const std::filesystem::path& path, const std::filesystem::path& ready, 
   return 0;
 }
 
+// contend PATH INSIDE ROUNDS [STALE_MS]: ROUNDS times, wait for PATH, and
+// while holding it create INSIDE exclusively, pause, and remove it: a second
+// holder at the same moment finds INSIDE there (exit 2).
+int contend(const std::filesystem::path& path, const std::filesystem::path& inside, int rounds, int stale_ms) {
+  lockfile::Options options;
+  options.lease_stale_threshold = std::chrono::milliseconds(stale_ms);
+  options.lease_heartbeat_interval = std::chrono::milliseconds(std::max(stale_ms / 6, 10));
+  lockfile::PIDLock lock(path, options);
+  for (int round = 0; round < rounds; ++round) {
+    if (!lock.try_lock_for(std::chrono::seconds(60))) return 3;
+    const HANDLE marker = ::CreateFileW(inside.c_str(), GENERIC_WRITE, 0, nullptr, CREATE_NEW, 0, nullptr);
+    if (marker == INVALID_HANDLE_VALUE) return 2;
+    ::CloseHandle(marker);
+    ::Sleep(1);
+    if (!::DeleteFileW(inside.c_str())) return 4;
+    lock.unlock();
+  }
+  return 0;
+}
+
+// try-once PATH WON: one try_lock(); on success create WON and hold until
+// PATH.release appears (exit 0); else exit 1.
+int try_once(const std::filesystem::path& path, const std::filesystem::path& won) {
+  lockfile::PIDLock lock(path, {.lease_stale_threshold = std::chrono::seconds(60)});
+  if (!lock.try_lock()) return 1;
+  lockfile_windows::touch(won);
+  auto release = path;
+  release += ".release";
+  while (!std::filesystem::exists(release)) ::Sleep(5);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -86,6 +118,11 @@ int main(int argc, char** argv) {
         const int result = lockrun_role(wide[2], {wide.begin() + 3, wide.end()});
         if (result != -1) return result;
       }
+      if (role == "contend" && argc >= 6)
+        return contend(std::filesystem::u8path(argv[3]), std::filesystem::u8path(argv[4]), std::stoi(argv[5]),
+                       argc >= 7 ? std::stoi(argv[6]) : 60000);
+      if (role == "try-once" && argc >= 5)
+        return try_once(std::filesystem::u8path(argv[3]), std::filesystem::u8path(argv[4]));
       if (role == "hold" && argc >= 5)
         return hold(std::filesystem::u8path(argv[3]), std::filesystem::u8path(argv[4]),
                     argc >= 6 ? std::stoi(argv[5]) : 60000);

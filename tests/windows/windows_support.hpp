@@ -26,23 +26,27 @@ inline std::string utf8(std::wstring_view text) {
 // A fresh directory under the temporary directory, removed afterwards.
 class scratch_dir {
  public:
-  scratch_dir() {
+  scratch_dir() : scratch_dir(std::filesystem::temp_directory_path()) {}
+  explicit scratch_dir(const std::filesystem::path& root) {
     static int count = 0;
-    path_ = std::filesystem::temp_directory_path() /
-            ("lockfile-win-" + std::to_string(::GetCurrentProcessId()) + "-" + std::to_string(++count));
-    std::filesystem::remove_all(path_);
+    path_ = root / ("lockfile-win-" + std::to_string(::GetCurrentProcessId()) + "-" + std::to_string(++count));
+    remove_all(path_);
     std::filesystem::create_directories(path_);
   }
-  ~scratch_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
+  ~scratch_dir() { remove_all(path_); }
   scratch_dir(const scratch_dir&) = delete;
   scratch_dir& operator=(const scratch_dir&) = delete;
   const std::filesystem::path& path() const { return path_; }
   std::filesystem::path operator/(const char* leaf) const { return path_ / leaf; }
 
  private:
+  // Through the extended-length prefix: a test's tree may hold paths past
+  // MAX_PATH, which the C++ library's own calls cannot remove.
+  static void remove_all(const std::filesystem::path& path) {
+    std::error_code ec;
+    std::filesystem::remove_all(L"\\\\?\\" + std::filesystem::absolute(path).wstring(), ec);
+  }
+
   std::filesystem::path path_;
 };
 

@@ -15,6 +15,19 @@ case "${1:-}" in
     # first test: a test that waits for the first boot can hit its timeout.
     wineserver -p </dev/null >/dev/null 2>&1
     wine wineboot --init </dev/null >/dev/null 2>&1 || true
+    # Drive N: is a directory of the prefix that wine reports as a network
+    # drive (GetDriveTypeW: DRIVE_REMOTE), so that the network path (claims)
+    # runs here too. The drive type is read when the server starts: once
+    # set, the server is started again.
+    if [ ! -e "$WINEPREFIX/dosdevices/n:" ]; then
+      mkdir -p "$WINEPREFIX/network-drive"
+      ln -sfn "$WINEPREFIX/network-drive" "$WINEPREFIX/dosdevices/n:"
+      wine reg add 'HKLM\Software\Wine\Drives' /v n: /d network /f </dev/null >/dev/null 2>&1 || true
+      wineserver -k 2>/dev/null || true
+      wineserver -w 2>/dev/null || true
+      wineserver -p </dev/null >/dev/null 2>&1
+      wine wineboot </dev/null >/dev/null 2>&1 || true
+    fi
     exit 0 ;;
   stop)
     wineserver -k 2>/dev/null || true

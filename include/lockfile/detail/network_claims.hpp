@@ -67,6 +67,7 @@ removal remove_lock_file_if(const std::filesystem::path& lock_file, native_handl
   if (!expected(bytes)) return removal::changed;
   if (auto error = remove_name(lock_file)) {
     if (error == std::errc::no_such_file_or_directory) return removal::vanished;
+    if (removal_in_use(error)) return removal::busy;  // retried, like a busy guard
     if (error == std::errc::operation_not_permitted || error == std::errc::permission_denied)
       return failed(not_permitted("remove stale lock file", lock_file), error);
     return failed("remove stale lock file", error);
@@ -155,6 +156,7 @@ class claimed_removal {
       const auto aside = detail::protocol_name(absolute_, claim.owner_id, ".reclaim");
       if (auto error = detail::move_name(absolute_, aside)) {
         if (error == std::errc::no_such_file_or_directory) return removal::vanished;
+        if (detail::removal_in_use(error)) return removal::busy;
         return failed("move stale lock file aside", error);
       }
       auto moved = detail::observe_file(aside, fs_path::network);

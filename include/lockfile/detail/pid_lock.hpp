@@ -510,7 +510,8 @@ class PIDLock {
     }
     if (removed == removal::busy) {
       ec = std::make_error_code(std::errc::resource_unavailable_try_again);
-      return "release lock file (another process kept checking it; the file is left to go stale)";
+      return std::string("release lock file (").append(detail::removal_in_use_hint) +
+             "; the file is left to go stale)";
     }
     return "";
   }

@@ -20,6 +20,7 @@
 //   names_starting_with                   a directory listing by prefix
 //   make_directories                      mkdir -p
 //   removal_refused_hint                  why a removal was refused, for an error message
+//   removal_in_use, removal_in_use_hint   a removal refused for now (Windows: a program has the file open)
 //   decide_fs_path, vanished_as_enoent    local or network removal path; "vanished" errors
 //   publish_new_file                      a complete record under a new name, or EEXIST
 //   observe_file                          open someone's lock file, check its type, read it
@@ -40,6 +41,7 @@ using steady_clock_time = std::chrono::steady_clock::time_point;
 struct file_identity {
   std::uint64_t device = 0;
   std::uint64_t inode = 0;
+  std::uint64_t inode_high = 0;  // the upper half of a 128-bit file id (Windows ReFS); 0 elsewhere
   friend bool operator==(const file_identity&, const file_identity&) = default;
 };
 

@@ -303,6 +303,10 @@ inline std::string removal_refused_hint(const file_facts& facts) {
          "use a lock directory that every user of the lock may write, without the sticky bit)";
 }
 
+// unlink() never refuses a name because a process has the file open.
+inline bool removal_in_use(const std::error_code& /*ec*/) { return false; }
+inline constexpr const char* removal_in_use_hint = "another process kept checking it";
+
 // mkdir -p: every missing level is created with mode (the umask applies).
 // NOLINTNEXTLINE(misc-no-recursion): one level per path component
 inline std::error_code make_directories(const std::filesystem::path& dir, mode_t mode) {

@@ -46,9 +46,62 @@ inline std::error_code errno_code(int value) { return {value, std::generic_categ
 
 // GetLastError() as an error_code; std::system_category() maps the common
 // values (ERROR_FILE_NOT_FOUND, ERROR_ACCESS_DENIED, ERROR_ALREADY_EXISTS)
-// to their std::errc conditions.
+// to their std::errc conditions. Except a name Windows cannot spell
+// (ERROR_INVALID_NAME, ERROR_BAD_PATHNAME: "a<b.lock"), which libstdc++
+// maps to "no such file": the library would take it for a lock file that
+// vanished, and inspect() would call the lock free. It is EINVAL.
 inline std::error_code win_code(DWORD value = ::GetLastError()) {
+  if (value == ERROR_INVALID_NAME || value == ERROR_BAD_PATHNAME) return errno_code(EINVAL);
   return {static_cast<int>(value), std::system_category()};
+}
+
+// A function of ntdll that kernel32 does not export; null when missing.
+template <class Function>
+Function ntdll_function(const char* name) {
+  const HMODULE ntdll = ::GetModuleHandleW(L"ntdll.dll");
+  if (!ntdll) return nullptr;
+  // Through void(*)(): the one cast between function types that is defined.
+  return reinterpret_cast<Function>(  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
+      reinterpret_cast<void (*)()>(::GetProcAddress(ntdll, name)));  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
+}
+
+// Whether the last failure was a name whose file is being deleted (someone
+// deleted it while another program still has it open): Win32 reports that
+// as "access denied", but for the protocol the file is gone.
+inline bool last_error_was_delete_pending() {
+  constexpr LONG status_delete_pending = static_cast<LONG>(0xC0000056L);
+  static const auto last_status = ntdll_function<LONG(WINAPI*)()>("RtlGetLastNtStatus");
+  return ::GetLastError() == ERROR_ACCESS_DENIED && last_status && last_status() == status_delete_pending;
+}
+
+// The removal of a file failed only because a program has it open without
+// sharing delete access (or has a byte range of it locked): it will let go,
+// so the removal is retried like one a busy guard refused.
+inline bool removal_in_use(const std::error_code& ec) {
+  return ec.category() == std::system_category() &&
+         (ec.value() == ERROR_SHARING_VIOLATION || ec.value() == ERROR_LOCK_VIOLATION);
+}
+inline constexpr const char* removal_in_use_hint =
+    "another process kept checking it, or a program kept it open without sharing delete access";
+
+// The name every call is given: the path as it is, or, when it is too long
+// for the classic limit (MAX_PATH, less room for a file name in a
+// directory), made absolute and normalised by GetFullPathNameW and given
+// the "\\?\" prefix, which lifts the limit but also turns off all
+// normalisation. Long paths then work without the process opting in
+// (longPathAware in its manifest, and the LongPathsEnabled policy).
+inline std::wstring win32_path(const std::filesystem::path& path) {
+  const std::wstring& native = path.native();
+  constexpr std::size_t classic_limit = MAX_PATH - 12;  // CreateDirectoryW's own limit
+  if (native.size() < classic_limit || native.starts_with(L"\\\\?\\") || native.starts_with(L"\\\\.\\")) return native;
+  const DWORD size = ::GetFullPathNameW(native.c_str(), 0, nullptr, nullptr);
+  if (size == 0) return native;
+  std::wstring full(size, L'\0');
+  const DWORD length = ::GetFullPathNameW(native.c_str(), size, full.data(), nullptr);
+  if (length == 0 || length >= size) return native;
+  full.resize(length);
+  if (full.starts_with(L"\\\\")) return L"\\\\?\\UNC\\" + full.substr(2);  // \\server\share\...
+  return L"\\\\?\\" + full;
 }
 
 using native_handle = HANDLE;
@@ -99,7 +152,7 @@ inline constexpr DWORD share_all = FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHA
 // refused rather than failing as "access denied".
 inline unique_fd open_name(const std::filesystem::path& path, DWORD access, DWORD disposition = OPEN_EXISTING,
                            DWORD flags = 0) {
-  return unique_fd(::CreateFileW(path.c_str(), access, share_all, nullptr, disposition,
+  return unique_fd(::CreateFileW(win32_path(path).c_str(), access, share_all, nullptr, disposition,
                                  flags | FILE_FLAG_OPEN_REPARSE_POINT | FILE_FLAG_BACKUP_SEMANTICS, nullptr));
 }
 
@@ -122,10 +175,30 @@ inline std::error_code stat_fd(HANDLE handle, file_facts& out) {
   if (::GetFileType(handle) != FILE_TYPE_DISK) return {};  // a device, a pipe, a console: not regular
   BY_HANDLE_FILE_INFORMATION info{};
   if (!::GetFileInformationByHandle(handle, &info)) return win_code();
-  out.identity = {info.dwVolumeSerialNumber,
-                  (static_cast<std::uint64_t>(info.nFileIndexHigh) << 32) | info.nFileIndexLow};
+  // The 128-bit id where the file system has one (ReFS ids do not fit the
+  // 64-bit file index), the 64-bit index elsewhere: each volume always
+  // answers the same way, so two identities compare like for like.
+  FILE_ID_INFO id{};
+  if (::GetFileInformationByHandleEx(handle, FileIdInfo, &id, sizeof id)) {
+    std::uint64_t low = 0;
+    std::uint64_t high = 0;
+    static_assert(sizeof id.FileId.Identifier == sizeof low + sizeof high);
+    std::memcpy(&low, id.FileId.Identifier, sizeof low);
+    std::memcpy(&high, id.FileId.Identifier + sizeof low, sizeof high);
+    out.identity = {id.VolumeSerialNumber, low, high};
+  } else {
+    out.identity = {info.dwVolumeSerialNumber,
+                    (static_cast<std::uint64_t>(info.nFileIndexHigh) << 32) | info.nFileIndexLow, 0};
+  }
   out.directory = (info.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY) != 0;
-  out.symlink = (info.dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT) != 0;
+  // Links are the reparse points that stand for another name (symbolic
+  // links, junctions: "name surrogates"); others (cloud placeholders,
+  // deduplicated files) are the file itself, which a filter driver serves.
+  if ((info.dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT) != 0) {
+    FILE_ATTRIBUTE_TAG_INFO tag{};
+    out.symlink = !::GetFileInformationByHandleEx(handle, FileAttributeTagInfo, &tag, sizeof tag) ||
+                  IsReparseTagNameSurrogate(tag.ReparseTag);
+  }
   out.regular = !out.directory && !out.symlink;
   out.links = info.nNumberOfLinks;
   out.modified = from_filetime(ticks_of(info.ftLastWriteTime));
@@ -222,19 +295,24 @@ inline void unlock_flock(HANDLE handle) {
   ::UnlockFileEx(handle, 0, 1, 0, &at);
 }
 
-// A private name beside path for a file on its way out: ".<name>.<pid>-<n>-<tick>.tmp".
+// A private name beside path for a file on its way out, in the shape of a
+// private publication file, ".<name>.<pid>-<nanoseconds>-<counter>-<hex>.tmp",
+// so that one left behind (see remove_through) is swept like those.
 inline std::filesystem::path aside_name(const std::filesystem::path& path) {
   static std::atomic<std::uint64_t> counter{0};
   LARGE_INTEGER tick{};
   ::QueryPerformanceCounter(&tick);
-  const auto unique = std::to_string(::GetCurrentProcessId()) + "-" + std::to_string(++counter) + "-" +
-                      std::to_string(tick.QuadPart);
+  char hex[17] = {};
+  std::to_chars(hex, hex + 16, static_cast<std::uint64_t>(tick.QuadPart), 16);
+  const auto unique = std::to_string(::GetCurrentProcessId()) + "-" +
+                      std::to_string(unix_nanos(std::chrono::system_clock::now())) + "-" + std::to_string(++counter) +
+                      "-" + hex;
   return protocol_name(path, unique, ".tmp");
 }
 
 // Renames the file behind handle to target, never replacing a file there.
 inline bool rename_handle(HANDLE handle, const std::filesystem::path& target) {
-  const auto& name = target.native();
+  const auto name = win32_path(target);
   const std::size_t bytes = sizeof(FILE_RENAME_INFO) + name.size() * sizeof(wchar_t);
   std::vector<unsigned char> buffer(bytes, 0);
   auto* info = reinterpret_cast<FILE_RENAME_INFO*>(buffer.data());  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast): a variable-length Win32 record
@@ -251,16 +329,38 @@ inline bool delete_on_close(HANDLE handle) {
   return ::SetFileInformationByHandle(handle, FileDispositionInfo, &disposition, sizeof disposition) != 0;
 }
 
+// POSIX semantics (Windows 10 1709 and later, on NTFS): the name goes at
+// once, even while others have the file open, as unlink() does; the
+// read-only attribute does not refuse it. False where not supported.
+inline bool delete_now(HANDLE handle) {
+  // FILE_DISPOSITION_INFO_EX and its flags, spelled out: older SDKs (and
+  // mingw-w64's) lack them.
+  struct disposition_ex {
+    ULONG flags;
+  };
+  constexpr ULONG flag_delete = 0x1;
+  constexpr ULONG flag_posix_semantics = 0x2;
+  constexpr ULONG flag_ignore_readonly = 0x10;
+  constexpr auto file_disposition_info_ex = static_cast<FILE_INFO_BY_HANDLE_CLASS>(21);
+  disposition_ex disposition{flag_delete | flag_posix_semantics | flag_ignore_readonly};
+  return ::SetFileInformationByHandle(handle, file_disposition_info_ex, &disposition, sizeof disposition) != 0;
+}
+
 // Removes the file behind handle (opened with DELETE access), whose name is
-// path: renamed aside first, so that path is free at once even while others
-// have the file open (a plain delete leaves the name taken, "delete
-// pending", until the last handle closes), then deleted when closed. Where
-// it cannot be renamed (a program has it open without FILE_SHARE_DELETE),
-// that is the error: the name must not stay taken by a dying file.
+// path, so that path is free at once even while others have the file open:
+// at once where POSIX semantics are supported, else renamed aside to a
+// private name, then deleted when closed (a plain delete would leave the
+// name taken, "delete pending", until the last handle closes). A delete
+// refused after the rename (a read-only file) gives the name back, so that
+// nothing is half-done; only if the name was taken meanwhile does the file
+// stay aside, under a name the leftover sweep removes.
 inline std::error_code remove_through(HANDLE handle, const std::filesystem::path& path) {
+  if (delete_now(handle)) return {};
   if (!rename_handle(handle, aside_name(path))) return win_code();
-  if (!delete_on_close(handle)) return win_code();
-  return {};
+  if (delete_on_close(handle)) return {};
+  const auto refused = win_code();
+  rename_handle(handle, path);
+  return refused;
 }
 
 inline std::error_code remove_name(const std::filesystem::path& path) {
@@ -281,31 +381,55 @@ inline std::string removal_refused_hint(const file_facts& /*facts*/) {
 // NOLINTNEXTLINE(misc-no-recursion): one level per path component
 inline std::error_code make_directories(const std::filesystem::path& dir, mode_bits mode) {
   if (dir.empty()) return {};
-  if (::CreateDirectoryW(dir.c_str(), nullptr)) return {};
+  if (::CreateDirectoryW(win32_path(dir).c_str(), nullptr)) return {};
   DWORD error = ::GetLastError();
   if (error == ERROR_ALREADY_EXISTS) return {};
   if (error != ERROR_PATH_NOT_FOUND && error != ERROR_FILE_NOT_FOUND) return win_code(error);
   const auto parent = dir.parent_path();
   if (parent == dir) return win_code(error);
   if (auto ec = make_directories(parent, mode)) return ec;
-  if (::CreateDirectoryW(dir.c_str(), nullptr)) return {};
+  if (::CreateDirectoryW(win32_path(dir).c_str(), nullptr)) return {};
   error = ::GetLastError();
   return error == ERROR_ALREADY_EXISTS ? std::error_code{} : win_code(error);
 }
 
-// Fixed and RAM disks are local: one kernel sees every byte-range lock.
-// Everything else (SMB shares, mapped network drives, removable media of
-// unknown kind) takes the network path.
+// Local only where one kernel sees every byte-range lock and file ids
+// name files for good: NTFS or ReFS, on a volume that is not remote. The
+// rest takes the network path: SMB shares and mapped drives, junctions and
+// symbolic links into them (the directory is opened through them), FAT and
+// exFAT (whose file ids are directory slots, reused at once), and
+// user-mode file systems (WinFsp, Dokan: their locks and ids are their
+// own). Decided on the nearest directory that exists.
 inline fs_path_decision decide_fs_path(const std::filesystem::path& dir) {
   fs_path_decision out;
   std::error_code ec;
-  const auto absolute = std::filesystem::absolute(dir.empty() ? std::filesystem::path(L".") : dir, ec);
+  auto at = std::filesystem::absolute(dir.empty() ? std::filesystem::path(L".") : dir, ec);
   if (ec) return out;
+  out.final = true;
+  unique_fd handle;
+  for (;;) {
+    handle = unique_fd(::CreateFileW(win32_path(at).c_str(), FILE_READ_ATTRIBUTES, share_all, nullptr,
+                                     OPEN_EXISTING, FILE_FLAG_BACKUP_SEMANTICS, nullptr));
+    if (handle) break;
+    const auto parent = at.parent_path();
+    if (parent == at || parent.empty()) return out;
+    at = parent;
+    out.final = false;
+  }
+  wchar_t file_system[MAX_PATH + 1] = {};
+  if (!::GetVolumeInformationByHandleW(handle.get(), nullptr, 0, nullptr, nullptr, nullptr, file_system,
+                                       MAX_PATH + 1))
+    return out;
+  const std::wstring_view name = file_system;
+  FILE_REMOTE_PROTOCOL_INFO remote{};
+  const bool is_remote =
+      ::GetFileInformationByHandleEx(handle.get(), FileRemoteProtocolInfo, &remote, sizeof remote) != 0;
+  // Drive letters a user marked remote (wine's "network" drives, too).
   wchar_t volume[MAX_PATH + 1] = {};
-  if (!::GetVolumePathNameW(absolute.c_str(), volume, MAX_PATH)) return out;
-  const UINT type = ::GetDriveTypeW(volume);
-  out.path = type == DRIVE_FIXED || type == DRIVE_RAMDISK ? fs_path::local : fs_path::network;
-  out.final = std::filesystem::exists(absolute, ec);
+  const bool remote_drive = at.native().size() <= MAX_PATH &&
+                            ::GetVolumePathNameW(at.c_str(), volume, MAX_PATH + 1) &&
+                            ::GetDriveTypeW(volume) == DRIVE_REMOTE;
+  out.path = (name == L"NTFS" || name == L"ReFS") && !is_remote && !remote_drive ? fs_path::local : fs_path::network;
   return out;
 }
 
@@ -316,13 +440,14 @@ inline std::error_code vanished_as_enoent(std::error_code ec) {
 
 // Moves a file aside, never replacing one there; ENOENT when it vanished.
 inline std::error_code move_name(const std::filesystem::path& from, const std::filesystem::path& to) {
-  return ::MoveFileExW(from.c_str(), to.c_str(), 0) ? std::error_code{} : vanished_as_enoent(win_code());
+  return ::MoveFileExW(win32_path(from).c_str(), win32_path(to).c_str(), 0) ? std::error_code{}
+                                                                          : vanished_as_enoent(win_code());
 }
 
 // Gives a moved-aside file its name back, never replacing: when the name
 // has been taken meanwhile, the aside file is removed (see the POSIX one).
 inline void put_back(const std::filesystem::path& aside, const std::filesystem::path& path) {
-  if (::MoveFileExW(aside.c_str(), path.c_str(), 0)) return;
+  if (::MoveFileExW(win32_path(aside).c_str(), win32_path(path).c_str(), 0)) return;
   const DWORD error = ::GetLastError();
   if (error == ERROR_ALREADY_EXISTS || error == ERROR_FILE_EXISTS) remove_name(aside);
 }
@@ -331,8 +456,8 @@ inline void put_back(const std::filesystem::path& aside, const std::filesystem::
 inline std::vector<std::wstring> names_starting_with(const std::filesystem::path& dir, std::wstring_view prefix) {
   std::vector<std::wstring> names;
   WIN32_FIND_DATAW entry{};
-  HANDLE search = ::FindFirstFileExW((dir / L"*").c_str(), FindExInfoBasic, &entry,
-                                           FindExSearchNameMatch, nullptr, 0);
+  HANDLE search =
+      ::FindFirstFileExW(win32_path(dir / L"*").c_str(), FindExInfoBasic, &entry, FindExSearchNameMatch, nullptr, 0);
   if (search == INVALID_HANDLE_VALUE) return names;
   do {
     const std::wstring_view name = entry.cFileName;
@@ -362,14 +487,26 @@ inline publication publish_new_file(const std::filesystem::path& path, std::stri
   if (!rename_handle(out.fd.get(), path)) {
     const DWORD error = ::GetLastError();
     // ERROR_ALREADY_EXISTS: the name is taken (held); reported as EEXIST.
-    return fail("create lock file", error == ERROR_ALREADY_EXISTS || error == ERROR_FILE_EXISTS
-                                        ? std::make_error_code(std::errc::file_exists)
-                                        : win_code(error));
+    // A file being deleted still holds its name ("delete pending", until
+    // the last program that has it open closes it): taken, too, for now.
+    const bool taken = error == ERROR_ALREADY_EXISTS || error == ERROR_FILE_EXISTS || last_error_was_delete_pending();
+    return fail("create lock file", taken ? std::make_error_code(std::errc::file_exists) : win_code(error));
   }
   // Kept without DELETE access: a handle with it refuses every opener that
   // does not share delete (fopen, most editors), and a reader must be able
-  // to look at a held lock. Removal opens the name with DELETE anew.
-  if (unique_fd kept{::ReOpenFile(out.fd.get(), GENERIC_READ | GENERIC_WRITE, share_all, 0)}) out.fd = std::move(kept);
+  // to look at a held lock. Removal opens the name with DELETE anew. Where
+  // the handle cannot be reopened, the lock is not kept that way: it is
+  // removed again through the handle that published it.
+  unique_fd kept{::ReOpenFile(out.fd.get(), GENERIC_READ | GENERIC_WRITE, share_all, 0)};
+  if (!kept) {
+    const auto ec = win_code();
+    remove_through(out.fd.get(), path);
+    out.fd.reset();
+    out.error = ec;
+    out.operation = "reopen lock file";
+    return out;
+  }
+  out.fd = std::move(kept);
   return out;
 }
 
@@ -381,7 +518,7 @@ inline observed_file observe_file(const std::filesystem::path& path, fs_path kin
   observed_file out;
   const auto look = open_name(path, FILE_READ_ATTRIBUTES);
   if (!look) {
-    out.error = vanished_as_enoent(win_code());
+    out.error = last_error_was_delete_pending() ? errno_code(ENOENT) : vanished_as_enoent(win_code());
     out.operation = "open lock file";
     return out;
   }
@@ -401,13 +538,22 @@ inline observed_file observe_file(const std::filesystem::path& path, fs_path kin
     return out;
   }
   // Read-write where permitted: LockFileEx needs a readable or writable
-  // handle, and the guard is taken on this one.
-  out.fd.reset(::ReOpenFile(look.get(), GENERIC_READ | GENERIC_WRITE, share_all, FILE_FLAG_OPEN_REPARSE_POINT));
-  if (!out.fd && ::GetLastError() == ERROR_ACCESS_DENIED)
-    out.fd.reset(::ReOpenFile(look.get(), GENERIC_READ, share_all, FILE_FLAG_OPEN_REPARSE_POINT));
+  // handle, and the guard is taken on this one. Read-only where this
+  // account may not write, or a program has it open without sharing write
+  // access. A reparse point that is not a link is opened through its filter.
+  FILE_ATTRIBUTE_TAG_INFO tag{};
+  const bool served_by_filter = ::GetFileInformationByHandleEx(look.get(), FileAttributeTagInfo, &tag, sizeof tag) &&
+                                (tag.FileAttributes & FILE_ATTRIBUTE_REPARSE_POINT) != 0;
+  const DWORD flags = served_by_filter ? 0 : FILE_FLAG_OPEN_REPARSE_POINT;
+  out.fd.reset(::ReOpenFile(look.get(), GENERIC_READ | GENERIC_WRITE, share_all, flags));
+  if (!out.fd && (::GetLastError() == ERROR_ACCESS_DENIED || ::GetLastError() == ERROR_SHARING_VIOLATION))
+    out.fd.reset(::ReOpenFile(look.get(), GENERIC_READ, share_all, flags));
   if (!out.fd) {
-    out.error = vanished_as_enoent(win_code());
-    out.operation = "open lock file";
+    const DWORD error = ::GetLastError();
+    out.error = vanished_as_enoent(win_code(error));
+    out.operation = error == ERROR_SHARING_VIOLATION
+                        ? "open lock file (a program has it open without sharing read access)"
+                        : "open lock file";
     return out;
   }
   if (kind == fs_path::network) {
@@ -450,16 +596,14 @@ inline std::string boot_id() {
     ULONGLONG boot_time_bias;
     ULONGLONG sleep_time_bias;
   };
-  using query_fn = LONG(WINAPI*)(int, void*, ULONG, ULONG*);
-  const HMODULE ntdll = ::GetModuleHandleW(L"ntdll.dll");
-  if (!ntdll) return {};
-  // Through void(*)(): the one cast between function types that is defined.
-  const auto query = reinterpret_cast<query_fn>(  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
-      reinterpret_cast<void (*)()>(::GetProcAddress(ntdll, "NtQuerySystemInformation")));  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
+  const auto query = ntdll_function<LONG(WINAPI*)(int, void*, ULONG, ULONG*)>("NtQuerySystemInformation");
   if (!query) return {};
   time_of_day info{};
   if (query(3 /* SystemTimeOfDayInformation */, &info, sizeof info, nullptr) < 0) return {};
-  return "windows-boot-" + std::to_string(info.boot_time.QuadPart);
+  // The kernel moves the boot time with every step of the system clock and
+  // adds the same step to boot_time_bias: the difference stays the boot's.
+  const auto boot = static_cast<std::uint64_t>(info.boot_time.QuadPart) - info.boot_time_bias;
+  return "windows-boot-" + std::to_string(boot);
 }
 
 // Windows has one PID space per machine; a process-isolated container has
@@ -483,11 +627,18 @@ inline std::uint64_t creation_time(HANDLE process) {
 // Dead only on proof: no such process, a process object already signalled
 // (exited; someone still holds a handle), or a different creation time (the
 // pid was reused). Anything unclear (access denied): alive.
+// SYNCHRONIZE is not granted on another account's processes (services,
+// elevated ones), so the exit code answers there.
 inline liveness probe_process(int pid, std::uint64_t start_time) {
-  const unique_fd process(
-      ::OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION | SYNCHRONIZE, FALSE, static_cast<DWORD>(pid)));
+  unique_fd process(::OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION | SYNCHRONIZE, FALSE, static_cast<DWORD>(pid)));
+  const bool can_wait = static_cast<bool>(process);
+  if (!process && ::GetLastError() == ERROR_ACCESS_DENIED)
+    process.reset(::OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, FALSE, static_cast<DWORD>(pid)));
   if (!process) return ::GetLastError() == ERROR_INVALID_PARAMETER ? liveness::dead : liveness::alive;
-  if (::WaitForSingleObject(process.get(), 0) == WAIT_OBJECT_0) return liveness::dead;
+  if (can_wait && ::WaitForSingleObject(process.get(), 0) == WAIT_OBJECT_0) return liveness::dead;
+  DWORD exit_code = 0;
+  if (!can_wait && ::GetExitCodeProcess(process.get(), &exit_code) && exit_code != STILL_ACTIVE)
+    return liveness::dead;
   if (start_time != 0) {
     const auto created = creation_time(process.get());
     if (created != 0 && created != start_time) return liveness::dead;
@@ -585,7 +736,7 @@ class wait_channel {
   void watch() {
     std::lock_guard guard(watch_mutex_);
     if (directory_handle_ || !changed_) return;
-    directory_handle_ = unique_fd(::CreateFileW(directory_.c_str(), FILE_LIST_DIRECTORY, share_all, nullptr,
+    directory_handle_ = unique_fd(::CreateFileW(win32_path(directory_).c_str(), FILE_LIST_DIRECTORY, share_all, nullptr,
                                                 OPEN_EXISTING, FILE_FLAG_BACKUP_SEMANTICS | FILE_FLAG_OVERLAPPED,
                                                 nullptr));
     if (directory_handle_ && !start_read()) close_watch();

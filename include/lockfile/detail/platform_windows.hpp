@@ -71,7 +71,7 @@ Function ntdll_function(const char* name) {
 inline bool last_error_was_delete_pending() {
   constexpr LONG status_delete_pending = static_cast<LONG>(0xC0000056L);
   static const auto last_status = ntdll_function<LONG(WINAPI*)()>("RtlGetLastNtStatus");
-  return ::GetLastError() == ERROR_ACCESS_DENIED && last_status && last_status() == status_delete_pending;
+  return ::GetLastError() == ERROR_ACCESS_DENIED && last_status != nullptr && last_status() == status_delete_pending;
 }
 
 // The removal of a file failed only because a program has it open without
@@ -196,7 +196,7 @@ inline std::error_code stat_fd(HANDLE handle, file_facts& out) {
   // deduplicated files) are the file itself, which a filter driver serves.
   if ((info.dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT) != 0) {
     FILE_ATTRIBUTE_TAG_INFO tag{};
-    out.symlink = !::GetFileInformationByHandleEx(handle, FileAttributeTagInfo, &tag, sizeof tag) ||
+    out.symlink = ::GetFileInformationByHandleEx(handle, FileAttributeTagInfo, &tag, sizeof tag) == 0 ||
                   IsReparseTagNameSurrogate(tag.ReparseTag);
   }
   out.regular = !out.directory && !out.symlink;
@@ -381,14 +381,14 @@ inline std::string removal_refused_hint(const file_facts& /*facts*/) {
 // NOLINTNEXTLINE(misc-no-recursion): one level per path component
 inline std::error_code make_directories(const std::filesystem::path& dir, mode_bits mode) {
   if (dir.empty()) return {};
-  if (::CreateDirectoryW(win32_path(dir).c_str(), nullptr)) return {};
+  if (::CreateDirectoryW(win32_path(dir).c_str(), nullptr) != 0) return {};
   DWORD error = ::GetLastError();
   if (error == ERROR_ALREADY_EXISTS) return {};
   if (error != ERROR_PATH_NOT_FOUND && error != ERROR_FILE_NOT_FOUND) return win_code(error);
   const auto parent = dir.parent_path();
   if (parent == dir) return win_code(error);
   if (auto ec = make_directories(parent, mode)) return ec;
-  if (::CreateDirectoryW(win32_path(dir).c_str(), nullptr)) return {};
+  if (::CreateDirectoryW(win32_path(dir).c_str(), nullptr) != 0) return {};
   error = ::GetLastError();
   return error == ERROR_ALREADY_EXISTS ? std::error_code{} : win_code(error);
 }
@@ -427,7 +427,7 @@ inline fs_path_decision decide_fs_path(const std::filesystem::path& dir) {
   // Drive letters a user marked remote (wine's "network" drives, too).
   wchar_t volume[MAX_PATH + 1] = {};
   const bool remote_drive = at.native().size() <= MAX_PATH &&
-                            ::GetVolumePathNameW(at.c_str(), volume, MAX_PATH + 1) &&
+                            ::GetVolumePathNameW(at.c_str(), volume, MAX_PATH + 1) != 0 &&
                             ::GetDriveTypeW(volume) == DRIVE_REMOTE;
   out.path = (name == L"NTFS" || name == L"ReFS") && !is_remote && !remote_drive ? fs_path::local : fs_path::network;
   return out;
@@ -447,7 +447,7 @@ inline std::error_code move_name(const std::filesystem::path& from, const std::f
 // Gives a moved-aside file its name back, never replacing: when the name
 // has been taken meanwhile, the aside file is removed (see the POSIX one).
 inline void put_back(const std::filesystem::path& aside, const std::filesystem::path& path) {
-  if (::MoveFileExW(win32_path(aside).c_str(), win32_path(path).c_str(), 0)) return;
+  if (::MoveFileExW(win32_path(aside).c_str(), win32_path(path).c_str(), 0) != 0) return;
   const DWORD error = ::GetLastError();
   if (error == ERROR_ALREADY_EXISTS || error == ERROR_FILE_EXISTS) remove_name(aside);
 }
@@ -542,7 +542,7 @@ inline observed_file observe_file(const std::filesystem::path& path, fs_path kin
   // account may not write, or a program has it open without sharing write
   // access. A reparse point that is not a link is opened through its filter.
   FILE_ATTRIBUTE_TAG_INFO tag{};
-  const bool served_by_filter = ::GetFileInformationByHandleEx(look.get(), FileAttributeTagInfo, &tag, sizeof tag) &&
+  const bool served_by_filter = ::GetFileInformationByHandleEx(look.get(), FileAttributeTagInfo, &tag, sizeof tag) != 0 &&
                                 (tag.FileAttributes & FILE_ATTRIBUTE_REPARSE_POINT) != 0;
   const DWORD flags = served_by_filter ? 0 : FILE_FLAG_OPEN_REPARSE_POINT;
   out.fd.reset(::ReOpenFile(look.get(), GENERIC_READ | GENERIC_WRITE, share_all, flags));

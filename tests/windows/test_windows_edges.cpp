@@ -34,6 +34,40 @@ std::vector<std::filesystem::path> protocol_leftovers(const std::filesystem::pat
 // Drive N: of the suite's prefix is a network drive (tests/windows/wine.sh).
 bool network_drive_ready() { return ::GetDriveTypeW(L"N:\\") == DRIVE_REMOTE; }
 
+// Ends the test, with a warning, where there is no network drive.
+#define REQUIRE_NETWORK_DRIVE_OR_RETURN()                                      \
+  do {                                                                         \
+    if (!network_drive_ready()) {                                              \
+      WARN("drive N: is not a network drive here: the network path is skipped"); \
+      return;                                                                  \
+    }                                                                          \
+  } while (false)
+
+// Closes a program's handle after a while, and says when it did: a removal
+// that waits for it ends after that moment.
+class closes_later {
+ public:
+  explicit closes_later(lockfile::detail::unique_fd& handle)
+      : thread_([this, &handle] {
+          ::Sleep(100);
+          closed_at_ = std::chrono::steady_clock::now();
+          handle.reset();
+        }) {}
+  ~closes_later() {
+    if (thread_.joinable()) thread_.join();
+  }
+  closes_later(const closes_later&) = delete;
+  closes_later& operator=(const closes_later&) = delete;
+  std::chrono::steady_clock::time_point closed_at() {
+    thread_.join();
+    return closed_at_;
+  }
+
+ private:
+  std::chrono::steady_clock::time_point closed_at_;
+  std::thread thread_;
+};
+
 }  // namespace
 
 TEST_CASE("a name Windows cannot spell is an invalid-argument error and not a free lock") {
@@ -67,12 +101,10 @@ TEST_CASE("a release waits for a program that has the lock file open without sha
   lock.acquire();
   auto reader = open_as_program(path, GENERIC_READ, FILE_SHARE_READ | FILE_SHARE_WRITE);
   REQUIRE(reader);
-  std::thread closer([&] {
-    ::Sleep(100);
-    reader.reset();
-  });
+  closes_later closer(reader);
   CHECK_NOTHROW(lock.release());
-  closer.join();
+  const auto released_at = std::chrono::steady_clock::now();
+  CHECK(released_at >= closer.closed_at());  // it waited for the program
   CHECK_FALSE(std::filesystem::exists(path));
   CHECK(protocol_leftovers(dir.path()).empty());
 }
@@ -107,12 +139,10 @@ TEST_CASE("a stale lock file that a program opened without sharing write access 
   REQUIRE(reader);
   CHECK(lockfile::inspect(path, {.lease_stale_threshold = 60s}).state == lockfile::LockState::stale);
   lockfile::PIDLock lock(path, {.lease_stale_threshold = 60s});
-  std::thread closer([&] {
-    ::Sleep(100);
-    reader.reset();
-  });
+  closes_later closer(reader);
   CHECK(lock.try_lock_for(20s));
-  closer.join();
+  const auto taken_at = std::chrono::steady_clock::now();
+  CHECK(taken_at >= closer.closed_at());  // it waited for the program
 }
 
 TEST_CASE("releasing a read-only lock file removes it or leaves it whole at its name") {
@@ -142,9 +172,13 @@ TEST_CASE("a lock file deleted while a program has it open is judged gone and no
   scratch_dir dir;
   const auto path = dir / "app.lock";
   auto holder = lockfile_windows::start_holder(path, 60000);
-  auto reader = open_as_program(path, GENERIC_READ, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE);
+  // Deleted the classic way, through a handle that stays open (DeleteFileW
+  // may delete with POSIX semantics, which frees the name at once).
+  auto reader = open_as_program(path, GENERIC_READ | DELETE, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE);
   REQUIRE(reader);
-  REQUIRE(::DeleteFileW(path.c_str()));
+  FILE_DISPOSITION_INFO disposition{};
+  disposition.DeleteFile = TRUE;
+  REQUIRE(::SetFileInformationByHandle(reader.get(), FileDispositionInfo, &disposition, sizeof disposition));
   const lockfile::detail::unique_fd probe(::CreateFileW(path.c_str(), FILE_READ_ATTRIBUTES, FILE_SHARE_READ |
                                                         FILE_SHARE_WRITE | FILE_SHARE_DELETE, nullptr, OPEN_EXISTING,
                                                         FILE_FLAG_BACKUP_SEMANTICS, nullptr));
@@ -187,10 +221,7 @@ TEST_CASE("only NTFS and ReFS volumes that are not remote take the local path") 
   const auto missing = lockfile::detail::decide_fs_path(dir.path() / "not" / "yet");
   CHECK(missing.path == lockfile::detail::fs_path::local);
   CHECK_FALSE(missing.final);
-  if (!network_drive_ready()) {
-    WARN("drive N: is not a network drive here: the network path is not checked");
-    return;
-  }
+  REQUIRE_NETWORK_DRIVE_OR_RETURN();
   CHECK(lockfile::detail::decide_fs_path(L"N:\\").path == lockfile::detail::fs_path::network);
 }
 
@@ -244,29 +275,20 @@ TEST_CASE("three processes reclaim a killed holder's lock and exactly one wins")
 }
 
 TEST_CASE("on a network drive four processes contend and never hold the lock at once") {
-  if (!network_drive_ready()) {
-    WARN("drive N: is not a network drive here: skipped");
-    return;
-  }
+  REQUIRE_NETWORK_DRIVE_OR_RETURN();
   scratch_dir dir(L"N:\\");
   REQUIRE(lockfile::detail::decide_fs_path(dir.path()).path == lockfile::detail::fs_path::network);
   contend_in(dir.path(), 4, 10);
 }
 
 TEST_CASE("on a network drive three processes reclaim a killed holder's lock and exactly one wins") {
-  if (!network_drive_ready()) {
-    WARN("drive N: is not a network drive here: skipped");
-    return;
-  }
+  REQUIRE_NETWORK_DRIVE_OR_RETURN();
   scratch_dir dir(L"N:\\");
   reclaim_race_in(dir.path());
 }
 
 TEST_CASE("on a network drive a live holder is never robbed") {
-  if (!network_drive_ready()) {
-    WARN("drive N: is not a network drive here: skipped");
-    return;
-  }
+  REQUIRE_NETWORK_DRIVE_OR_RETURN();
   scratch_dir dir(L"N:\\");
   const auto path = dir / "app.lock";
   auto holder = lockfile_windows::start_holder(path, 600);

@@ -70,8 +70,9 @@ Function ntdll_function(const char* name) {
 // as "access denied", but for the protocol the file is gone.
 inline bool last_error_was_delete_pending() {
   constexpr LONG status_delete_pending = static_cast<LONG>(0xC0000056L);
+  if (::GetLastError() != ERROR_ACCESS_DENIED) return false;  // before the lookup below, which may set it
   static const auto last_status = ntdll_function<LONG(WINAPI*)()>("RtlGetLastNtStatus");
-  return ::GetLastError() == ERROR_ACCESS_DENIED && last_status != nullptr && last_status() == status_delete_pending;
+  return last_status != nullptr && last_status() == status_delete_pending;
 }
 
 // The removal of a file failed only because a program has it open without
@@ -411,6 +412,8 @@ inline fs_path_decision decide_fs_path(const std::filesystem::path& dir) {
     handle = unique_fd(::CreateFileW(win32_path(at).c_str(), FILE_READ_ATTRIBUTES, share_all, nullptr,
                                      OPEN_EXISTING, FILE_FLAG_BACKUP_SEMANTICS, nullptr));
     if (handle) break;
+    const DWORD error = ::GetLastError();
+    if (error != ERROR_FILE_NOT_FOUND && error != ERROR_PATH_NOT_FOUND) return out;  // unreachable, denied: network
     const auto parent = at.parent_path();
     if (parent == at || parent.empty()) return out;
     at = parent;
@@ -712,7 +715,11 @@ class directory_watch {
 // file aside) wakes a waiter, the others are read and slept through. One
 // read is in flight at a time; between reads the directory handle keeps
 // collecting changes, so none is missed, and an overflow (more than the
-// buffer holds) counts as a wake-up.
+// buffer holds) counts as a wake-up. Whichever waiting thread reads the
+// changes counts a freed name in freed_; the others, woken by the same
+// event, see the count move. A watch whose read fails (a share that refuses
+// change notification) is given up: its waiters fall back to the poll
+// period rather than waking at once, again and again.
 class wait_channel {
  public:
   wait_channel(const std::filesystem::path& lock_file, directory_watch& /*watch*/)
@@ -731,11 +738,10 @@ class wait_channel {
 
   static bool forgotten() { return false; }  // no fork
 
-  // Watches the directory, again after its watch ended (the directory was
-  // removed or renamed, or a read failed).
+  // Watches the directory, again after the directory could not be opened.
   void watch() {
     std::lock_guard guard(watch_mutex_);
-    if (directory_handle_ || !changed_) return;
+    if (directory_handle_ || given_up_ || !changed_) return;
     directory_handle_ = unique_fd(::CreateFileW(win32_path(directory_).c_str(), FILE_LIST_DIRECTORY, share_all, nullptr,
                                                 OPEN_EXISTING, FILE_FLAG_BACKUP_SEMANTICS | FILE_FLAG_OVERLAPPED,
                                                 nullptr));
@@ -748,6 +754,7 @@ class wait_channel {
   // Sleeps until the deadline, a wake-up, the lock's name leaving the
   // directory, or (when holder is a process handle) the holder's exit.
   void wait_until(steady_clock_time deadline, HANDLE holder) {
+    const auto freed_before = freed_count();
     for (;;) {
       const auto now = std::chrono::steady_clock::now();
       if (now >= deadline) return;
@@ -768,8 +775,8 @@ class wait_channel {
       if (ready == WAIT_TIMEOUT) continue;
       if (ready >= WAIT_OBJECT_0 + count) return;  // failed: attempt again
       if (watched && ready == WAIT_OBJECT_0 + changed_at) {
-        if (!name_freed()) continue;  // only other names changed: sleep on
-        ::SetEvent(wake_.get());      // every thread waiting on this lock attempts again
+        read_changes();
+        if (freed_count() == freed_before) continue;  // only other names changed: sleep on
       }
       return;
     }
@@ -779,6 +786,11 @@ class wait_channel {
   bool watching() {
     std::lock_guard guard(watch_mutex_);
     return static_cast<bool>(directory_handle_);
+  }
+
+  std::uint64_t freed_count() {
+    std::lock_guard guard(watch_mutex_);
+    return freed_;
   }
 
   // Starts the next read; the event is set when it completes.
@@ -800,36 +812,48 @@ class wait_channel {
     directory_handle_.reset();
   }
 
-  // Reads the completed changes (when another thread has not already) and
-  // starts the next read. True when the lock's name was removed or renamed
-  // away, when changes were lost (an overflow), or when the watch ended.
-  bool name_freed() {
+  // Reads the completed changes (when another thread has not already),
+  // counts the lock's name removed or renamed away (or changes lost to an
+  // overflow) in freed_, and starts the next read.
+  void read_changes() {
     std::lock_guard guard(watch_mutex_);
-    if (!directory_handle_) return true;
-    if (!HasOverlappedIoCompleted(&pending_)) return false;  // another waiter read them first
+    if (!directory_handle_ || !HasOverlappedIoCompleted(&pending_)) return;  // another waiter read them first
     DWORD bytes = 0;
     if (!::GetOverlappedResult(directory_handle_.get(), &pending_, &bytes, FALSE)) {
-      close_watch();  // the directory went away, or its handle cannot be read: made anew by watch()
-      return true;
+      give_up();
+      return;
     }
-    bool freed = bytes == 0;  // an overflow: the changes were not kept
-    for (std::size_t at = 0; !freed && at + sizeof(FILE_NOTIFY_INFORMATION) <= bytes;) {
+    if (bytes == 0 || names_freed(bytes)) ++freed_;  // 0: an overflow, the changes were not kept
+    if (!start_read()) give_up();
+  }
+
+  // Whether the records in the first bytes of the buffer free the lock's
+  // name. The last record is not padded: its length is its header's and
+  // its name's, which may be less than sizeof(FILE_NOTIFY_INFORMATION).
+  bool names_freed(std::size_t bytes) const {
+    constexpr std::size_t header = offsetof(FILE_NOTIFY_INFORMATION, FileName);
+    const auto* const base = reinterpret_cast<const char*>(buffer_.data());  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast): a Win32 record stream
+    for (std::size_t at = 0; at + header <= bytes;) {
       FILE_NOTIFY_INFORMATION entry{};
-      std::memcpy(&entry, reinterpret_cast<const char*>(buffer_.data()) + at, sizeof entry);  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast): a Win32 record stream
-      const auto* name = reinterpret_cast<const wchar_t*>(reinterpret_cast<const char*>(buffer_.data()) + at +  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
-                                                          offsetof(FILE_NOTIFY_INFORMATION, FileName));
+      std::memcpy(&entry, base + at, header);
+      if (at + header + entry.FileNameLength > bytes) return true;  // malformed: attempt rather than miss it
+      const auto* name = reinterpret_cast<const wchar_t*>(base + at + header);  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
       const auto length = static_cast<int>(entry.FileNameLength / sizeof(wchar_t));
       if ((entry.Action == FILE_ACTION_REMOVED || entry.Action == FILE_ACTION_RENAMED_OLD_NAME) &&
           ::CompareStringOrdinal(name, length, name_.c_str(), static_cast<int>(name_.size()), TRUE) == CSTR_EQUAL)
-        freed = true;
-      if (entry.NextEntryOffset == 0) break;
+        return true;
+      if (entry.NextEntryOffset == 0) return false;
       at += entry.NextEntryOffset;
     }
-    if (!start_read()) {
-      close_watch();
-      return true;
-    }
-    return freed;
+    return false;
+  }
+
+  // A read that fails, or cannot be started again: woken once (the
+  // directory may have gone, and the lock with it), then no watch at all.
+  void give_up() {
+    close_watch();
+    given_up_ = true;
+    ++freed_;
   }
 
   const std::filesystem::path directory_;
@@ -842,6 +866,8 @@ class wait_channel {
   unique_fd directory_handle_;
   OVERLAPPED pending_{};
   std::array<DWORD, 2048> buffer_{};
+  std::uint64_t freed_ = 0;  // how often the lock's name was freed (or a wake-up was owed)
+  bool given_up_ = false;    // the watch failed: waiters use the poll period
 };
 
 // The holder's process handle, which is signalled when it exits; checked

@@ -807,3 +807,27 @@ TEST_CASE("parse_lease: a record with a huge unknown string beyond 64 KiB is inv
                 "\",\"version\":1,\"ownerID\":\"abc\",\"pid\":42,"
                 "\"lastHeartbeatUnixNano\":1700000000000000000}");
 }
+
+TEST_CASE("fencingToken: written after the other keys only when set and read back") {
+  Lease lease = full_lease();
+  CHECK(format_lease(lease).find("fencingToken") == std::string::npos);
+  lease.fencing_token = 18446744073709551615ULL;
+  const auto bytes = format_lease(lease);
+  CHECK(bytes.ends_with(",\"fencingToken\":18446744073709551615}\n"));
+  const auto parsed = parse_lease(bytes);
+  REQUIRE(parsed.has_value());
+  CHECK(parsed->fencing_token == lease.fencing_token);
+  CHECK(*parsed == lease);
+}
+
+TEST_CASE("fencingToken: of the wrong type or given twice the record is invalid") {
+  CHECK_FALSE(parse_lease(record_with("fencingToken", "\"7\"")).has_value());
+  CHECK_FALSE(parse_lease(record_with("fencingToken", "-1")).has_value());
+  CHECK_FALSE(parse_lease(record_with("fencingToken", "1.5")).has_value());
+  CHECK_FALSE(parse_lease(record_with("fencingToken", "18446744073709551616")).has_value());
+  const auto twice = format_lease(full_lease());
+  CHECK_FALSE(parse_lease(twice.substr(0, twice.size() - 2) + ",\"fencingToken\":1,\"fencingToken\":2}\n").has_value());
+  const auto parsed = parse_lease(record_with("fencingToken", "7"));
+  REQUIRE(parsed.has_value());
+  CHECK(parsed->fencing_token == 7);
+}

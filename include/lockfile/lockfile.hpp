@@ -64,6 +64,7 @@
 #include "detail/lease_state.hpp"
 #include "detail/renewal_service.hpp"
 #include "detail/network_claims.hpp"
+#include "detail/fencing.hpp"
 #include "detail/pid_lock.hpp"
 #include "detail/inspection.hpp"
 

@@ -64,6 +64,7 @@ struct held_lease final : fork_sensitive {
   std::filesystem::path path;  // absolute
   file_identity identity;      // the inode, and the device that picks the renewal worker
   Lease lease;                 // as last written
+  std::uint64_t fencing_token = 0;  // lease.fencing_token, fixed at acquisition (read without the mutex)
   std::string record;          // the bytes last written
   std::size_t heartbeat_at = 0;     // offset of lastHeartbeatUnixNano's digits in record
   std::size_t heartbeat_digits = 0; // how many there are

@@ -57,6 +57,10 @@ struct Options {
   std::chrono::milliseconds lease_heartbeat_interval{250};
   std::chrono::milliseconds lease_stale_threshold{3000};
   std::function<void()> on_lease_lost{};  // runs on the library's notifier thread
+  // Every acquisition takes a fencing token, strictly greater than every
+  // one handed out for the path before (PIDLock::fencing_token()). Costs a
+  // durable file creation (fsync) per acquisition.
+  bool fencing = false;
 };
 
 namespace detail {

@@ -129,6 +129,32 @@ class PIDLock {
     return detail::judge(seen.bytes, seen.facts, options_, &memory_, detail::self_identity()).status;
   }
 
+  // The fencing token of the acquisition that holds the lock (with
+  // Options::fencing): greater than every token handed out for this path
+  // before. Pass it to every resource the lock protects, which should
+  // reject a token lower than the highest it has seen. Throws when not held
+  // (errc::lease_lost once the lease was lost) or when fencing is off.
+  std::uint64_t fencing_token() const {
+    const auto refuse = [this](const char* why, std::error_code ec) {
+      throw std::filesystem::filesystem_error(std::string("fencing token: ") + why, path_, ec);
+    };
+    if (!options_.fencing)
+      refuse("Options::fencing is off for this lock", std::make_error_code(std::errc::operation_not_supported));
+    std::lock_guard guard(state_mutex_);
+    switch (state_locked()) {
+      case lock_state::held:
+        return lease_->fencing_token;
+      case lock_state::lost:
+        refuse("the lease was lost", make_error_code(errc::lease_lost));
+        break;
+      case lock_state::idle:
+      case lock_state::abandoned:
+        break;
+    }
+    refuse("this PIDLock does not hold the lock", std::make_error_code(std::errc::operation_not_permitted));
+    return 0;  // not reached
+  }
+
  private:
   // This object's view of its current lease (detail::lease_phase): none, or
   // the phase of the one it was issued last and has not released.
@@ -293,10 +319,26 @@ class PIDLock {
     int vanished = 0;
     for (;;) {
       auto lease = new_lease(self);
-      const auto record = format_lease(lease);
+      auto record = format_lease(lease);
       auto published = detail::publish(absolute_, record, detail::to_mode(options_.file_mode),
                                        detail::to_mode(options_.directory_mode), lease.owner_id);
-      if (!published.error) return take_ownership(std::move(published.fd), std::move(lease), record);
+      if (!published.error) {
+        if (!options_.fencing) return take_ownership(std::move(published.fd), std::move(lease), std::move(record));
+        attempt_outcome failed;
+        switch (fence(published.fd, lease, record, failed)) {
+          case fencing::fenced:
+            break;
+          case fencing::taken_over:  // before the token was handed out: this pass lost
+            if (++vanished < max_vanished_passes) continue;
+            return with(attempt_result::retry_limit);
+          case fencing::failed:
+            return failed;
+        }
+        const auto token = lease.fencing_token;
+        auto taken = take_ownership(std::move(published.fd), std::move(lease), std::move(record));
+        if (taken.kind == attempt_result::acquired) detail::remove_generations_below(absolute_, token);
+        return taken;
+      }
       if (published.error != std::errc::file_exists) {
         auto failed = failure(published.operation, published.error);
         failed.subject = std::move(published.subject);
@@ -383,6 +425,53 @@ class PIDLock {
                                                          std::chrono::milliseconds(50));
   }
 
+  enum class fencing { fenced, taken_over, failed };
+
+  // DESIGN.md "Fencing tokens" (fencing.hpp, steps 1 to 4), between
+  // publishing the lock file and taking ownership of it. fenced: lease and
+  // record carry the new token, and so does the file. taken_over: the lock
+  // file was taken over before the token was handed out. failed: the
+  // publication is undone.
+  fencing fence(detail::unique_fd& fd, Lease& lease, std::string& record, attempt_outcome& failed) {
+    const auto kind = file_system();
+    detail::file_facts facts;
+    const auto undo = [&](attempt_outcome why, std::string_view written = {}) {
+      remove_if(kind, fd, facts.identity, record,
+                [&](const std::string& bytes) { return bytes == record || (!written.empty() && bytes == written); });
+      failed = std::move(why);
+      return fencing::failed;
+    };
+    if (auto ec = detail::stat_fd(fd.get(), facts)) {
+      detail::remove_name(absolute_);  // published an instant ago: no contender may reclaim it yet
+      failed = failure("stat lock file", ec);
+      return fencing::failed;
+    }
+    auto generation = detail::create_next_generation(absolute_, detail::to_mode(options_.file_mode));
+    if (generation.error) {
+      auto why = failure(generation.operation, generation.error);
+      why.subject = std::move(generation.subject);
+      return undo(std::move(why));
+    }
+    // Step 3, after the creation (fencing.hpp says why).
+    if (kind == detail::fs_path::network) {
+      auto seen = detail::observe_file(absolute_, kind);
+      if (seen.error == std::errc::no_such_file_or_directory || (!seen.error && seen.bytes != record))
+        return fencing::taken_over;
+      if (seen.error) return undo(failure(seen.operation, seen.error));
+    } else {
+      detail::file_facts named;
+      const auto ec = detail::stat_path(absolute_, named);
+      if (ec == std::errc::no_such_file_or_directory || (!ec && named.identity != facts.identity))
+        return fencing::taken_over;
+      if (ec) return undo(failure("stat lock file", ec));
+    }
+    lease.fencing_token = generation.token;
+    auto fenced = format_lease(lease);  // longer than record: written over it whole
+    if (auto ec = detail::write_at(fd.get(), fenced, 0)) return undo(failure("write fencing token to lock file", ec), fenced);
+    record = std::move(fenced);
+    return fencing::fenced;
+  }
+
   attempt_outcome take_ownership(detail::unique_fd fd, Lease lease, std::string record) {
     auto held = std::make_shared<detail::held_lease>();
     held->kind = file_system();
@@ -398,6 +487,7 @@ class PIDLock {
     held->fd = std::move(fd);
     held->path = absolute_;
     held->identity = facts.identity;
+    held->fencing_token = lease.fencing_token;
     held->lease = std::move(lease);
     held->set_record(std::move(record));
     held->interval = options_.lease_heartbeat_interval;

@@ -399,22 +399,38 @@ inline void put_back(const std::filesystem::path& aside, const std::filesystem::
   if (error == EEXIST) remove_name(aside);
 }
 
-// The names in dir that start with prefix (for sweeping protocol leftovers).
-inline std::vector<std::string> names_starting_with(const std::filesystem::path& dir, std::string_view prefix) {
-  std::vector<std::string> names;
+// The names in dir that start with prefix. A listing cut short by an error
+// is that error: a fencing token taken from a partial listing could be lower
+// than one already handed out.
+inline std::error_code list_names(const std::filesystem::path& dir, std::string_view prefix,
+                                  std::vector<std::string>& names) {
+  names.clear();
   const int fd = open_file(dir.c_str(), O_RDONLY | O_DIRECTORY, 0, last_component::follow);
-  if (fd < 0) return names;
+  if (fd < 0) return errno_code();
   DIR* listing = ::fdopendir(fd);
   if (listing == nullptr) {
+    const auto error = errno_code();
     ::close(fd);
-    return names;
+    return error;
   }
   // readdir is safe on a stream no other thread uses (POSIX.1-2008 TC2).
-  while (const dirent* entry = ::readdir(listing)) {  // NOLINT(concurrency-mt-unsafe)
+  for (;;) {
+    errno = 0;
+    const dirent* entry = ::readdir(listing);  // NOLINT(concurrency-mt-unsafe)
+    if (entry == nullptr) break;
     const std::string_view name = entry->d_name;
     if (name.substr(0, prefix.size()) == prefix) names.emplace_back(name);
   }
+  const int error = errno;
   ::closedir(listing);
+  return error == 0 ? std::error_code{} : errno_code(error);
+}
+
+// The names in dir that start with prefix (for sweeping protocol
+// leftovers): what could be listed.
+inline std::vector<std::string> names_starting_with(const std::filesystem::path& dir, std::string_view prefix) {
+  std::vector<std::string> names;
+  (void)list_names(dir, prefix, names);
   return names;
 }
 
@@ -1054,6 +1070,21 @@ class wait_channel final : public fork_sensitive {
   std::mutex watch_mutex_;
   std::atomic<bool> watching_{false};
 };
+
+// Creates an empty file under a new name (EEXIST when the name exists) and
+// makes it durable: its inode written out, then its directory entry, so
+// that the name survives a crash of this machine (fencing generations).
+inline std::error_code create_durable_name(const std::filesystem::path& path, mode_t mode) {
+  const unique_fd created(open_file(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, mode));
+  if (!created) return errno_code();
+  if (::fsync(created.get()) != 0) return errno_code();
+  const unique_fd dir(open_file(path.parent_path().c_str(), O_RDONLY | O_DIRECTORY, 0, last_component::follow));
+  if (!dir) return errno_code();
+  // EINVAL: a file system that cannot sync a directory (some FUSE ones);
+  // the name is as durable there as the file system makes it.
+  if (::fsync(dir.get()) != 0 && errno != EINVAL) return errno_code();
+  return {};
+}
 
 // A descriptor that becomes readable when the process with this pid exits
 // (Linux pidfd), checked against its start time after opening so that a

@@ -455,18 +455,33 @@ inline void put_back(const std::filesystem::path& aside, const std::filesystem::
   if (error == ERROR_ALREADY_EXISTS || error == ERROR_FILE_EXISTS) remove_name(aside);
 }
 
-// The names in dir that start with prefix (for sweeping protocol leftovers).
-inline std::vector<std::wstring> names_starting_with(const std::filesystem::path& dir, std::wstring_view prefix) {
-  std::vector<std::wstring> names;
+// The names in dir that start with prefix. A listing cut short by an error
+// is that error: a fencing token taken from a partial listing could be lower
+// than one already handed out.
+inline std::error_code list_names(const std::filesystem::path& dir, std::wstring_view prefix,
+                                  std::vector<std::wstring>& names) {
+  names.clear();
   WIN32_FIND_DATAW entry{};
   HANDLE search =
       ::FindFirstFileExW(win32_path(dir / L"*").c_str(), FindExInfoBasic, &entry, FindExSearchNameMatch, nullptr, 0);
-  if (search == INVALID_HANDLE_VALUE) return names;
+  if (search == INVALID_HANDLE_VALUE) {
+    const DWORD error = ::GetLastError();
+    return error == ERROR_FILE_NOT_FOUND ? std::error_code{} : win_code(error);  // not even "." (a root)
+  }
+  DWORD error = ERROR_NO_MORE_FILES;
   do {
     const std::wstring_view name = entry.cFileName;
     if (name.substr(0, prefix.size()) == prefix) names.emplace_back(name);
-  } while (::FindNextFileW(search, &entry) != 0);
+  } while (::FindNextFileW(search, &entry) != 0 || (error = ::GetLastError(), false));
   ::FindClose(search);
+  return error == ERROR_NO_MORE_FILES ? std::error_code{} : win_code(error);
+}
+
+// The names in dir that start with prefix (for sweeping protocol
+// leftovers): what could be listed.
+inline std::vector<std::wstring> names_starting_with(const std::filesystem::path& dir, std::wstring_view prefix) {
+  std::vector<std::wstring> names;
+  (void)list_names(dir, prefix, names);
   return names;
 }
 
@@ -869,6 +884,23 @@ class wait_channel {
   std::uint64_t freed_ = 0;  // how often the lock's name was freed (or a wake-up was owed)
   bool given_up_ = false;    // the watch failed: waiters use the poll period
 };
+
+// Creates an empty file under a new name (EEXIST when the name exists) and
+// makes it durable (fencing generations). NTFS and ReFS journal the name's
+// creation with the file's metadata, which FlushFileBuffers writes out; a
+// directory handle cannot be flushed on every file system, and is not.
+inline std::error_code create_durable_name(const std::filesystem::path& path, mode_bits /*mode*/) {
+  const unique_fd created(::CreateFileW(win32_path(path).c_str(), GENERIC_WRITE, share_all, nullptr, CREATE_NEW,
+                                        FILE_ATTRIBUTE_NORMAL | FILE_FLAG_OPEN_REPARSE_POINT, nullptr));
+  if (!created) {
+    const DWORD error = ::GetLastError();
+    // A name being deleted (delete pending) is still taken, for now.
+    const bool taken = error == ERROR_ALREADY_EXISTS || error == ERROR_FILE_EXISTS || last_error_was_delete_pending();
+    return taken ? std::make_error_code(std::errc::file_exists) : win_code(error);
+  }
+  if (::FlushFileBuffers(created.get()) == FALSE) return win_code();
+  return {};
+}
 
 // The holder's process handle, which is signalled when it exits; checked
 // against its creation time so that a reused pid is not mistaken for the

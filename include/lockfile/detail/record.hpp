@@ -18,6 +18,7 @@ struct Lease {
   std::uint64_t pid_namespace = 0;    // inode of /proc/self/ns/pid, 0 = unknown
   std::uint64_t start_time = 0;       // /proc/PID/stat field 22, 0 = unknown
   std::chrono::nanoseconds stale_threshold{0};  // owner's lease_stale_threshold, 0 = unknown
+  std::uint64_t fencing_token = 0;    // fencingToken (Options::fencing), 0 = none
 
   friend bool operator==(const Lease&, const Lease&) = default;
 };
@@ -336,11 +337,13 @@ inline std::optional<Lease> parse_lease(std::string_view bytes) noexcept {
     enum field : unsigned {
       f_version = 1u << 0, f_owner = 1u << 1, f_pid = 1u << 2, f_heartbeat = 1u << 3,
       f_host = 1u << 4, f_boot = 1u << 5, f_pidns = 1u << 6, f_start = 1u << 7, f_stale = 1u << 8,
+      f_fencing = 1u << 9,
     };
     static constexpr std::pair<std::string_view, field> known[] = {
         {"version", f_version}, {"ownerID", f_owner}, {"pid", f_pid},
         {"lastHeartbeatUnixNano", f_heartbeat}, {"host", f_host}, {"bootID", f_boot},
         {"pidNamespace", f_pidns}, {"startTime", f_start}, {"staleThresholdNano", f_stale},
+        {"fencingToken", f_fencing},
     };
     detail::json_reader in(bytes);
     Lease lease;
@@ -379,6 +382,7 @@ inline std::optional<Lease> parse_lease(std::string_view bytes) noexcept {
             case f_pidns: ok = in.read_integer(lease.pid_namespace); break;
             case f_start: ok = in.read_integer(lease.start_time); break;
             case f_stale: ok = in.read_integer(stale); break;
+            case f_fencing: ok = in.read_integer(lease.fencing_token); break;
           }
           if (!ok) return std::nullopt;
         }
@@ -480,6 +484,10 @@ inline std::string format_lease(const Lease& lease) {
   if (lease.stale_threshold.count() != 0) {
     out += ",\"staleThresholdNano\":";
     out += std::to_string(lease.stale_threshold.count());
+  }
+  if (lease.fencing_token != 0) {
+    out += ",\"fencingToken\":";
+    out += std::to_string(lease.fencing_token);
   }
   out += "}\n";
   return out;

@@ -299,3 +299,19 @@ TEST_CASE("on a network drive a live holder is never robbed") {
   CHECK(holder->wait() == 0);
   CHECK(lock.try_lock_for(10s));
 }
+
+TEST_CASE("fencing is refused on Windows for now with a clear error and nothing left behind") {
+  // Fencing tokens on Windows are not done: the ownership check after a
+  // generation's creation failed on every acquisition under wine. Until it
+  // is found, an acquisition with Options::fencing is refused.
+  scratch_dir dir;
+  const auto path = dir.path() / "app.lock";
+  lockfile::Options options;
+  options.fencing = true;
+  lockfile::PIDLock lock(path, options);
+  std::error_code ec;
+  lock.acquire(ec);
+  CHECK(ec == std::errc::operation_not_supported);
+  CHECK_FALSE(lock.held());
+  CHECK(std::filesystem::is_empty(dir.path()));
+}

@@ -322,23 +322,7 @@ class PIDLock {
       auto record = format_lease(lease);
       auto published = detail::publish(absolute_, record, detail::to_mode(options_.file_mode),
                                        detail::to_mode(options_.directory_mode), lease.owner_id);
-      if (!published.error) {
-        if (!options_.fencing) return take_ownership(std::move(published.fd), std::move(lease), std::move(record));
-        attempt_outcome failed;
-        switch (fence(published.fd, lease, record, failed)) {
-          case fencing::fenced:
-            break;
-          case fencing::taken_over:  // before the token was handed out: this pass lost
-            if (++vanished < max_vanished_passes) continue;
-            return with(attempt_result::retry_limit);
-          case fencing::failed:
-            return failed;
-        }
-        const auto token = lease.fencing_token;
-        auto taken = take_ownership(std::move(published.fd), std::move(lease), std::move(record));
-        if (taken.kind == attempt_result::acquired) detail::remove_generations_below(absolute_, token);
-        return taken;
-      }
+      if (!published.error) return own(std::move(published.fd), std::move(lease), std::move(record));
       if (published.error != std::errc::file_exists) {
         auto failed = failure(published.operation, published.error);
         failed.subject = std::move(published.subject);
@@ -427,6 +411,27 @@ class PIDLock {
 
   enum class fencing { fenced, taken_over, failed };
 
+  // Ownership of the file just published, with its fencing token when
+  // Options::fencing. Taken over before the token was handed out (only
+  // after a pause past the whole stale threshold): a race lost, as a
+  // reclaimer loses one.
+  attempt_outcome own(detail::unique_fd fd, Lease lease, std::string record) {
+    if (!options_.fencing) return take_ownership(std::move(fd), std::move(lease), std::move(record));
+    attempt_outcome failed;
+    switch (fence(fd, lease, record, failed)) {
+      case fencing::fenced:
+        break;
+      case fencing::taken_over:
+        return with(attempt_result::retry_limit);
+      case fencing::failed:
+        return failed;
+    }
+    const auto token = lease.fencing_token;
+    auto taken = take_ownership(std::move(fd), std::move(lease), std::move(record));
+    if (taken.kind == attempt_result::acquired) detail::remove_generations_below(absolute_, token);
+    return taken;
+  }
+
   // DESIGN.md "Fencing tokens" (fencing.hpp, steps 1 to 4), between
   // publishing the lock file and taking ownership of it. fenced: lease and
   // record carry the new token, and so does the file. taken_over: the lock
@@ -446,6 +451,9 @@ class PIDLock {
       failed = failure("stat lock file", ec);
       return fencing::failed;
     }
+    if (!detail::fencing_supported)
+      return undo(failure("create fencing generation (fencing tokens are not supported on this platform yet)",
+                          std::make_error_code(std::errc::operation_not_supported)));
     auto generation = detail::create_next_generation(absolute_, detail::to_mode(options_.file_mode));
     if (generation.error) {
       auto why = failure(generation.operation, generation.error);

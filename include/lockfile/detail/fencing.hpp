@@ -69,6 +69,7 @@ inline std::error_code list_generations(const std::filesystem::path& lock_file, 
 
 struct new_generation {
   std::uint64_t token = 0;  // 0 when it failed
+  std::vector<std::uint64_t> below;  // the generations listed before token was created
   std::error_code error;
   const char* operation = "";
   std::filesystem::path subject;  // the name the failure is about
@@ -101,6 +102,7 @@ inline new_generation create_next_generation(const std::filesystem::path& lock_f
     const auto ec = create_durable_name(name, mode);
     if (!ec) {
       out.token = next;
+      out.below = std::move(listed.present);
       return out;
     }
     if (ec != std::errc::file_exists) {
@@ -116,14 +118,12 @@ inline new_generation create_next_generation(const std::filesystem::path& lock_f
   return out;
 }
 
-// Step 5: the generations below token, which no later acquisition needs
-// (token's own name bounds them all). Best effort: one left behind by a
-// failure or a crash is removed by the next acquisition.
-inline void remove_generations_below(const std::filesystem::path& lock_file, std::uint64_t token) {
-  generations listed;
-  if (list_generations(lock_file, listed)) return;
-  for (const auto generation : listed.present)
-    if (generation < token) (void)remove_name(generation_name(lock_file, generation));
+// Step 5: the generations listed before token was created, which no later
+// acquisition needs (token's own name bounds them all), from the listing
+// step 1 made: no second listing. Best effort: one left behind by a failure
+// or a crash is removed by the next acquisition.
+inline void remove_generations(const std::filesystem::path& lock_file, const std::vector<std::uint64_t>& below) {
+  for (const auto generation : below) (void)remove_name(generation_name(lock_file, generation));
 }
 
 }  // namespace lockfile::detail

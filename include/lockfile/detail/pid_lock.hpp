@@ -418,7 +418,8 @@ class PIDLock {
   attempt_outcome own(detail::unique_fd fd, Lease lease, std::string record) {
     if (!options_.fencing) return take_ownership(std::move(fd), std::move(lease), std::move(record));
     attempt_outcome failed;
-    switch (fence(fd, lease, record, failed)) {
+    std::vector<std::uint64_t> below;  // the generations to remove once it is ours
+    switch (fence(fd, lease, record, below, failed)) {
       case fencing::fenced:
         break;
       case fencing::taken_over:
@@ -426,9 +427,8 @@ class PIDLock {
       case fencing::failed:
         return failed;
     }
-    const auto token = lease.fencing_token;
     auto taken = take_ownership(std::move(fd), std::move(lease), std::move(record));
-    if (taken.kind == attempt_result::acquired) detail::remove_generations_below(absolute_, token);
+    if (taken.kind == attempt_result::acquired) detail::remove_generations(absolute_, below);
     return taken;
   }
 
@@ -437,7 +437,8 @@ class PIDLock {
   // record carry the new token, and so does the file. taken_over: the lock
   // file was taken over before the token was handed out. failed: the
   // publication is undone.
-  fencing fence(detail::unique_fd& fd, Lease& lease, std::string& record, attempt_outcome& failed) {
+  fencing fence(detail::unique_fd& fd, Lease& lease, std::string& record, std::vector<std::uint64_t>& below,
+                attempt_outcome& failed) {
     const auto kind = file_system();
     detail::file_facts facts;
     const auto undo = [&](attempt_outcome why, std::string_view written = {}) {
@@ -474,6 +475,7 @@ class PIDLock {
       if (ec) return undo(failure("stat lock file", ec));
     }
     lease.fencing_token = generation.token;
+    below = std::move(generation.below);
     auto fenced = format_lease(lease);  // longer than record: written over it whole
     if (auto ec = detail::write_at(fd.get(), fenced, 0)) return undo(failure("write fencing token to lock file", ec), fenced);
     record = std::move(fenced);

@@ -8,20 +8,33 @@ namespace lockfile::detail {
 
 // Generation N of a lock file's tokens is the empty file ".<name>.fence.<N>"
 // beside it (N decimal, from 1). A generation is only ever created
-// exclusively, and only removed by someone who created a higher one, so the
-// highest generation present never goes down: every token handed out is
-// bounded from above by a name that stays until a higher one exists.
-// (A read-then-write counter has no such floor: two writers read the same
-// value. tests/model/fencing.pml shows both.)
+// exclusively; one whose creator found a higher one after creating it is
+// removed again by that creator and never handed out; every other one is
+// removed only by the creator of a higher one that it has handed out. So the
+// highest token handed out so far always has its name present, until a
+// higher one is handed out. (A read-then-write counter has no such floor: two
+// writers read the same value. tests/model/fencing.pml shows both.)
 //
 // An acquisition takes its token after it has published its lock file:
 //   1. list the generations; N = the highest + 1;
 //   2. create generation N exclusively, durably (taken meanwhile: back to 1);
-//   3. check that the lock path still names its own file;
-//   4. write N into its record and hand it out;
-//   5. remove the generations below N.
-// Step 3 comes after step 2 so that whoever takes the lock over later, even
-// from a holder paused right after step 3, lists generation N and goes
+//   3. list again: a generation above N means the listing of step 1 was
+//      stale and N may have been handed out and removed since: remove N and
+//      go back to 1;
+//   4. check that the lock path still names its own file;
+//   5. write N into its record and hand it out;
+//   6. remove the generations below N that step 3 listed.
+// Step 3 is what makes tokens unique even between processes that all believe
+// they hold the lock: exclusive creation alone cannot tell a number never
+// used from one used and removed (a creator paused between steps 1 and 2
+// found it free again; seen in tests/test_fencing.cpp). It relies on the
+// listing showing the directory at one instant, which one batch of a
+// directory read does on Linux (it holds the directory's lock, which creation
+// and removal take); a directory too large for one batch, or a network file
+// system's cached listing, can in theory miss a generation replaced during
+// the read (docs/design.md "Fencing tokens").
+// Step 4 comes after step 2 so that whoever takes the lock over later, even
+// from a holder paused right after step 4, lists generation N and goes
 // higher; checked first, a holder paused between the check and the creation
 // could create a generation above its successor's.
 
@@ -69,19 +82,63 @@ inline std::error_code list_generations(const std::filesystem::path& lock_file, 
 
 struct new_generation {
   std::uint64_t token = 0;  // 0 when it failed
-  std::vector<std::uint64_t> below;  // the generations listed before token was created
+  std::vector<std::uint64_t> below;  // the generations step 3 listed below token
   std::error_code error;
   const char* operation = "";
   std::filesystem::path subject;  // the name the failure is about
 };
 
-// Steps 1 and 2: the next generation above every one present, created
+enum class generation_claim {
+  created,  // out.token is ours, unique, above every generation handed out
+  taken,    // another creator had the number first
+  stale,    // a higher generation appeared: the number was removed again
+  failed,   // out.error
+};
+
+// Steps 2 and 3 for the generation above one listing (step 1), which may be
+// stale by now. create_next_generation's one pass; the tests hand it a
+// listing they made stale on purpose.
+inline generation_claim claim_generation_above(const std::filesystem::path& lock_file, const generations& listed,
+                                               mode_bits mode, new_generation& out) {
+  const auto fail = [&](std::error_code ec, const char* operation, std::filesystem::path subject) {
+    out.error = ec;
+    out.operation = operation;
+    out.subject = std::move(subject);
+    return generation_claim::failed;
+  };
+  if (listed.highest == std::numeric_limits<std::uint64_t>::max())
+    return fail(std::make_error_code(std::errc::value_too_large),
+                "create fencing generation (the tokens of this lock are used up)",
+                generation_name(lock_file, listed.highest));
+  const auto next = listed.highest + 1;
+  const auto name = generation_name(lock_file, next);
+  if (const auto ec = create_durable_name(name, mode)) {
+    if (ec == std::errc::file_exists) return generation_claim::taken;
+    return fail(ec, "create fencing generation", name);
+  }
+  generations after;
+  if (auto ec = list_generations(lock_file, after)) {
+    (void)remove_name(name);  // not handed out: nobody else may count on it
+    return fail(ec, "list fencing generations", lock_file.parent_path());
+  }
+  if (after.highest > next) {
+    (void)remove_name(name);
+    return generation_claim::stale;
+  }
+  out.token = next;
+  out.below.clear();
+  for (const auto generation : after.present)
+    if (generation < next) out.below.push_back(generation);
+  return generation_claim::created;
+}
+
+// Steps 1 to 3: the next generation above every one handed out, created
 // exclusively and made durable before it is returned.
 inline new_generation create_next_generation(const std::filesystem::path& lock_file, mode_bits mode) {
   new_generation out;
-  // Each pass that loses a number to another creator sees a higher highest:
-  // only holders (two, when one of them is wrong) create, so a handful of
-  // passes is plenty; the bound keeps a flood of foreign names from looping.
+  // Each pass that loses a number sees a higher highest: only holders (two,
+  // when one of them is wrong) create, so a handful of passes is plenty; the
+  // bound keeps a flood of foreign names from looping.
   constexpr int max_passes = 100;
   for (int pass = 0; pass < max_passes; ++pass) {
     generations listed;
@@ -91,25 +148,19 @@ inline new_generation create_next_generation(const std::filesystem::path& lock_f
       out.subject = lock_file.parent_path();
       return out;
     }
-    if (listed.highest == std::numeric_limits<std::uint64_t>::max()) {
-      out.error = std::make_error_code(std::errc::value_too_large);
-      out.operation = "create fencing generation (the tokens of this lock are used up)";
-      out.subject = generation_name(lock_file, listed.highest);
-      return out;
-    }
-    const auto next = listed.highest + 1;
-    const auto name = generation_name(lock_file, next);
-    const auto ec = create_durable_name(name, mode);
-    if (!ec) {
-      out.token = next;
-      out.below = std::move(listed.present);
-      return out;
-    }
-    if (ec != std::errc::file_exists) {
-      out.error = ec;
-      out.operation = "create fencing generation";
-      out.subject = name;
-      return out;
+    switch (claim_generation_above(lock_file, listed, mode, out)) {
+      case generation_claim::created:
+      case generation_claim::failed: return out;
+      case generation_claim::taken: break;
+      case generation_claim::stale: {
+        // Creators that each see the other's higher number can knock each
+        // other out in turn; a random pause, growing with the passes, lets
+        // one finish first. Rare (it takes two believers), so it may cost a
+        // system call for its randomness.
+        const auto bound = 20U << std::min(pass, 8);
+        std::this_thread::sleep_for(std::chrono::microseconds(std::random_device{}() % bound));
+        break;
+      }
     }
   }
   out.error = std::make_error_code(std::errc::file_exists);
@@ -118,10 +169,9 @@ inline new_generation create_next_generation(const std::filesystem::path& lock_f
   return out;
 }
 
-// Step 5: the generations listed before token was created, which no later
-// acquisition needs (token's own name bounds them all), from the listing
-// step 1 made: no second listing. Best effort: one left behind by a failure
-// or a crash is removed by the next acquisition.
+// Step 6: the generations step 3 listed below the token, which no later
+// acquisition needs (the token's own name bounds them all). Best effort: one
+// left behind by a failure or a crash is removed by the next acquisition.
 inline void remove_generations(const std::filesystem::path& lock_file, const std::vector<std::uint64_t>& below) {
   for (const auto generation : below) (void)remove_name(generation_name(lock_file, generation));
 }

@@ -461,7 +461,7 @@ class PIDLock {
       why.subject = std::move(generation.subject);
       return undo(std::move(why));
     }
-    // Step 3, after the creation (fencing.hpp says why).
+    // Step 4, after the creation (fencing.hpp says why).
     if (kind == detail::fs_path::network) {
       auto seen = detail::observe_file(absolute_, kind);
       if (seen.error == std::errc::no_such_file_or_directory || (!seen.error && seen.bytes != record))

@@ -408,6 +408,38 @@ TEST_CASE("lockrun runs the command while holding the lock and passes its exit s
   CHECK(dir.entries().empty());
 }
 
+TEST_CASE("lockrun --fencing gives the command LOCKFILE_FENCING_TOKEN: rising from run to run and in the record",
+          "[lockrun]") {
+  temp_dir dir;
+  const auto lock = (dir / "job.lock").string();
+  const std::vector<std::string> show{"sh", "-c", "echo \"${LOCKFILE_FENCING_TOKEN-unset}\"; cat \"$1\"", "sh", lock};
+  for (const std::uint64_t expected : {1, 2, 3}) {
+    CAPTURE(expected);
+    const auto r = run_lockrun(concat({"--fencing", lock, "--"}, show));
+    REQUIRE(r.exit == 0);
+    CHECK(r.err.empty());
+    const auto newline = r.out.find('\n');
+    REQUIRE(newline != std::string::npos);
+    CHECK(r.out.substr(0, newline) == std::to_string(expected));
+    const auto lease = lockfile::parse_lease(r.out.substr(newline + 1));
+    REQUIRE(lease);
+    CHECK(lease->fencing_token == expected);
+  }
+  CHECK(dir.entries() == std::set<std::string>{".job.lock.fence.3"});  // the lock file released
+
+  SECTION("without --fencing the command gets no token") {
+    const auto r = run_lockrun(concat({lock, "--"}, show));
+    CHECK(r.exit == 0);
+    CHECK(r.out.substr(0, r.out.find('\n')) == "unset");
+  }
+  SECTION("--fencing with --hold, which has no command, is bad usage") {
+    const auto r = run_lockrun({"--fencing", "--hold", lock});
+    CHECK(r.exit == 64);
+    CHECK_THAT(r.err, contains_substring("--fencing gives COMMAND its token; --hold has no COMMAND"));
+    CHECK_FALSE(fs::exists(lock));
+  }
+}
+
 TEST_CASE("lockrun exits 128+N when the command dies of signal N", "[lockrun]") {
   temp_dir dir;
   const auto lock = (dir / "job.lock").string();

@@ -43,7 +43,7 @@ std::optional<long long> parse_integer(std::string_view text) {
 
 enum class opt {
   nonblock, wait, conflict_exit_code, exclusive, shared, unlock, close, no_fork, command, verbose, help,
-  version, stale, heartbeat, on_lost, kill_after, quiet, status, holder, hold, release, hold_for,
+  version, stale, heartbeat, on_lost, kill_after, quiet, status, holder, hold, release, hold_for, fencing,
 };
 
 struct option_spec {
@@ -79,6 +79,7 @@ constexpr option_spec option_specs[] = {
     {"heartbeat", '\0', true, opt::heartbeat},
     {"on-lost", '\0', true, opt::on_lost},
     {"kill-after", '\0', true, opt::kill_after},
+    {"fencing", '\0', false, opt::fencing},
     {"quiet", 'q', false, opt::quiet},
     {"status", '\0', false, opt::status},
     {"holder", '\0', false, opt::holder},
@@ -205,6 +206,7 @@ void apply_option(config& cfg, const option_spec& spec, std::string_view spelled
       cfg.on_lost_given = true;
       break;
     }
+    case opt::fencing: cfg.fencing = true; break;
     case opt::status: set_mode(cfg, mode::status); break;
     case opt::holder: set_mode(cfg, mode::holder); break;
     case opt::hold: set_mode(cfg, mode::hold); break;
@@ -311,6 +313,9 @@ const char help_text[] =
     "      --kill-after SECONDS    with --on-lost term: send SIGKILL when COMMAND has\n"
     "                              not exited SECONDS after the SIGTERM (default 5,\n"
     "                              fractions allowed)\n"
+    "      --fencing               give COMMAND a fencing token, greater than any\n"
+    "                              given for FILE before, in LOCKFILE_FENCING_TOKEN\n"
+    "                              (pass it with each write to what the lock guards)\n"
     "      --status                print the lock's state as one JSON object\n"
     "      --holder                print who holds the lock, one line\n"
     "      --hold                  no COMMAND: take the lock for the calling shell\n"
@@ -427,6 +432,9 @@ config parse_command_line(int argc, char** argv) {
     if (!cfg.command.empty()) throw usage_error{std::string(mode_option(cfg.what)) + " takes no COMMAND"};
     if (cfg.what == mode::hold && cfg.on_lost_given)
       throw usage_error{"--on-lost and --kill-after act on a COMMAND; --hold has none"};
+    // The token goes into COMMAND's environment: a shell's --hold has no
+    // environment lockrun could change.
+    if (cfg.fencing) throw usage_error{"--fencing gives COMMAND its token; " + std::string(mode_option(cfg.what)) + " has no COMMAND"};
   } else if (cfg.command.empty()) {
     if (cfg.lock_file.find_first_not_of("0123456789") == std::string::npos)
       throw usage_error{"'" + cfg.lock_file +
@@ -453,6 +461,7 @@ lockfile::Options lock_options(const config& cfg) {
                       " ms) must be shorter than --stale (" +
                       std::to_string(options.lease_stale_threshold.count()) +
                       " ms), or the lease would expire between heartbeats"};
+  options.fencing = cfg.fencing;
   return options;
 }
 

@@ -116,6 +116,7 @@ struct config {
   bool on_lost_given = false;         // --on-lost or --kill-after given
   milliseconds kill_after = 5s;       // --on-lost term: SIGKILL this long after SIGTERM
   std::string kill_after_text = "5";  // as given, for messages
+  bool fencing = false;               // --fencing: COMMAND gets LOCKFILE_FENCING_TOKEN
   std::string lock_file;              // FILE, or FILE/.lockrun.lock (see resolve_lock_file)
   std::vector<char*> command;         // argv for the command, null-terminated
   const char* command_string = nullptr;  // -c STRING (Windows passes it to cmd.exe as it is)
@@ -150,6 +151,9 @@ std::string text_of(const std::filesystem::path& path);
 // The command for -c STRING: $SHELL -c STRING (POSIX, as flock(1)), or
 // cmd.exe /d /s /c STRING (Windows).
 std::vector<char*> shell_command(char* string);
+// Sets a variable of the environment COMMAND starts with (and lockrun's own,
+// which nothing else reads); the error when the system refused.
+std::error_code set_environment(const char* name, const std::string& value);
 // Exit status for an error of the library or the system, as flock(1) maps
 // them: 71 no resources, 73 cannot create, 74 not a lock file or I/O
 // error, 66 anything else that keeps the lock file from being opened.

@@ -40,6 +40,22 @@ int run(const config& cfg) {
     return exit_lease_lost;
   }
 
+  if (cfg.fencing) {
+    std::string token;
+    try {
+      token = std::to_string(lock.fencing_token());
+    } catch (const std::exception& e) {  // lost in between
+      say(std::string("cannot give COMMAND its fencing token: ") + e.what());
+      release_lock(lock);
+      return exit_lease_lost;
+    }
+    if (const auto ec = set_environment("LOCKFILE_FENCING_TOKEN", token)) {
+      say("cannot set LOCKFILE_FENCING_TOKEN: " + ec.message());
+      release_lock(lock);
+      return exit_os_error;
+    }
+    if (cfg.verbose) say("fencing token " + token);
+  }
   if (cfg.verbose) say(std::string("executing ") + cfg.command[0]);
   const int exit_status_of_command = run_command(cfg, setup);
   release_lock(lock);

@@ -20,6 +20,12 @@ std::vector<char*> shell_command(char* string) {
   return {shell != nullptr && *shell != '\0' ? shell : bin_sh, dash_c, string, nullptr};
 }
 
+std::error_code set_environment(const char* name, const std::string& value) {
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): lockrun's other threads (the library's) never read the environment
+  if (::setenv(name, value.c_str(), 1) != 0) return {errno, std::generic_category()};
+  return {};
+}
+
 int exit_status_for(const std::error_code& ec) {
   if (ec == lockfile::errc::not_a_lock_file) return exit_lock_error;
   if (ec.category() != std::generic_category() && ec.category() != std::system_category()) return exit_lock_error;

@@ -61,6 +61,13 @@ std::vector<char*> shell_command(char* string) {
   return {cmd.data(), d, s, c, string, nullptr};
 }
 
+std::error_code set_environment(const char* name, const std::string& value) {
+  // CreateProcessW without an environment block passes on this process's.
+  if (::SetEnvironmentVariableW(wide_of(name).c_str(), wide_of(value).c_str()) == FALSE)
+    return {static_cast<int>(::GetLastError()), std::system_category()};
+  return {};
+}
+
 int exit_status_for(const std::error_code& ec) {
   if (ec == lockfile::errc::not_a_lock_file) return exit_lock_error;
   if (ec.category() == std::generic_category()) {  // the library's own (ELOOP, EISDIR, EINVAL)

@@ -18,8 +18,8 @@
 // it: the pause can fall between the check and the write. The token closes
 // it, because the check happens in the resource, atomically with the write.
 //
-// POSIX only (the store guards its check-and-write with flock(2); fencing
-// tokens are not yet available on Windows).
+// POSIX only: the store guards its check-and-write with flock(2) (the
+// library's fencing tokens work on Windows too).
 #include <lockfile/lockfile.hpp>
 
 #include <fcntl.h>

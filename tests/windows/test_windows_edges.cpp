@@ -8,6 +8,8 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -300,18 +302,61 @@ TEST_CASE("on a network drive a live holder is never robbed") {
   CHECK(lock.try_lock_for(10s));
 }
 
-TEST_CASE("fencing is refused on Windows for now with a clear error and nothing left behind") {
-  // Fencing tokens on Windows are not done: the ownership check after a
-  // generation's creation failed on every acquisition under wine. Until it
-  // is found, an acquisition with Options::fencing is refused.
-  scratch_dir dir;
-  const auto path = dir.path() / "app.lock";
+namespace {
+
+// Fencing tokens in dir: they rise across releases and a killed holder's
+// takeover, the record carries them, and one generation name stays.
+void fencing_rises_in(const std::filesystem::path& dir) {
+  const auto path = dir / "app.lock";
   lockfile::Options options;
   options.fencing = true;
+  for (std::uint64_t expected = 1; expected <= 3; ++expected) {
+    CAPTURE(expected);
+    lockfile::PIDLock lock(path, options);
+    REQUIRE(lock.try_lock());
+    CHECK(lock.fencing_token() == expected);
+    std::string record;
+    {
+      // Closed before the release: ifstream does not share delete access,
+      // so an open one would keep the name from being removed (and the
+      // next acquisition would find the lock held).
+      std::ifstream file(path, std::ios::binary);
+      record.assign(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
+    }
+    const auto lease = lockfile::parse_lease(record);
+    REQUIRE(lease);
+    CHECK(lease->fencing_token == expected);
+    lock.unlock();
+  }
+  {
+    auto holder = lockfile_windows::start_holder(path, 60000, true);
+    auto ready = path;
+    ready += ".ready";
+    std::uint64_t held_with = 0;
+    std::ifstream(ready) >> held_with;
+    CHECK(held_with == 4);
+    holder->kill();  // TerminateProcess: its lease had a minute left
+    std::filesystem::remove(ready);
+  }
   lockfile::PIDLock lock(path, options);
-  std::error_code ec;
-  lock.acquire(ec);
-  CHECK(ec == std::errc::operation_not_supported);
-  CHECK_FALSE(lock.held());
-  CHECK(std::filesystem::is_empty(dir.path()));
+  REQUIRE(lock.try_lock());
+  CHECK(lock.fencing_token() == 5);
+  std::vector<std::wstring> beside;
+  for (const auto& entry : std::filesystem::directory_iterator(dir))
+    if (entry.path() != path) beside.push_back(entry.path().filename().wstring());
+  CHECK(beside == std::vector<std::wstring>{L".app.lock.fence.5"});
+}
+
+}  // namespace
+
+TEST_CASE("fencing: tokens rise across releases and a killed holder's takeover") {
+  scratch_dir dir;
+  fencing_rises_in(dir.path());
+}
+
+TEST_CASE("on a network drive fencing tokens rise across releases and a killed holder's takeover") {
+  REQUIRE_NETWORK_DRIVE_OR_RETURN();
+  scratch_dir dir(L"N:\\");
+  REQUIRE(lockfile::detail::decide_fs_path(dir.path()).path == lockfile::detail::fs_path::network);
+  fencing_rises_in(dir.path());
 }

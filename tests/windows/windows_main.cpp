@@ -59,15 +59,24 @@ int lockrun_role(const std::wstring& role, const std::vector<std::wstring>& args
   return -1;
 }
 
-// hold PATH READY [STALE_MS]: acquire PATH, create READY, then hold until
-// PATH.release appears (or the process is killed).
-int hold(const std::filesystem::path& path, const std::filesystem::path& ready, int stale_ms) {
+// hold PATH READY [STALE_MS [fencing]]: acquire PATH, create READY (which
+// holds the fencing token with "fencing"), then hold until PATH.release
+// appears (or the process is killed).
+int hold(const std::filesystem::path& path, const std::filesystem::path& ready, int stale_ms, bool fencing) {
   lockfile::Options options;
   options.lease_stale_threshold = std::chrono::milliseconds(stale_ms);
   options.lease_heartbeat_interval = std::chrono::milliseconds(std::max(stale_ms / 6, 10));
+  options.fencing = fencing;
   lockfile::PIDLock lock(path, options);
   if (!lock.try_lock_for(std::chrono::seconds(30))) return 3;
-  lockfile_windows::touch(ready);
+  if (fencing) {
+    auto written = ready;
+    written += ".tmp";
+    std::ofstream(written) << lock.fencing_token() << "\n";
+    std::filesystem::rename(written, ready);
+  } else {
+    lockfile_windows::touch(ready);
+  }
   auto release = path;
   release += ".release";
   while (!std::filesystem::exists(release)) ::Sleep(5);
@@ -125,7 +134,7 @@ int main(int argc, char** argv) {
         return try_once(std::filesystem::u8path(argv[3]), std::filesystem::u8path(argv[4]));
       if (role == "hold" && argc >= 5)
         return hold(std::filesystem::u8path(argv[3]), std::filesystem::u8path(argv[4]),
-                    argc >= 6 ? std::stoi(argv[5]) : 60000);
+                    argc >= 6 ? std::stoi(argv[5]) : 60000, argc >= 7 && std::string(argv[6]) == "fencing");
       std::fprintf(stderr, "unknown helper role\n");
       return 64;
     } catch (const std::exception& e) {

@@ -101,12 +101,14 @@ class helper_process {
 
 inline std::wstring quoted(const std::filesystem::path& path) { return L"\"" + path.wstring() + L"\""; }
 
-// Starts a helper that holds path, and waits until it does.
-inline std::unique_ptr<helper_process> start_holder(const std::filesystem::path& path, int stale_ms = 60000) {
+// Starts a helper that holds path (with a fencing token when `fencing`,
+// which it writes to path.ready), and waits until it does.
+inline std::unique_ptr<helper_process> start_holder(const std::filesystem::path& path, int stale_ms = 60000,
+                                                    bool fencing = false) {
   auto ready = path;
   ready += ".ready";
   auto holder = std::make_unique<helper_process>(L"hold " + quoted(path) + L" " + quoted(ready) + L" " +
-                                                 std::to_wstring(stale_ms));
+                                                 std::to_wstring(stale_ms) + (fencing ? L" fencing" : L""));
   if (!eventually([&] { return std::filesystem::exists(ready); }))
     throw std::runtime_error("the holder did not take the lock in time");
   return holder;

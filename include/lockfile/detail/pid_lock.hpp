@@ -452,9 +452,6 @@ class PIDLock {
       failed = failure("stat lock file", ec);
       return fencing::failed;
     }
-    if (!detail::fencing_supported)
-      return undo(failure("create fencing generation (fencing tokens are not supported on this platform yet)",
-                          std::make_error_code(std::errc::operation_not_supported)));
     auto generation = detail::create_next_generation(absolute_, detail::to_mode(options_.file_mode));
     if (generation.error) {
       auto why = failure(generation.operation, generation.error);

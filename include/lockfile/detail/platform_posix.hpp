@@ -1071,9 +1071,6 @@ class wait_channel final : public fork_sensitive {
   std::atomic<bool> watching_{false};
 };
 
-// Fencing tokens (fencing.hpp) are handed out here.
-inline constexpr bool fencing_supported = true;
-
 // Creates an empty file under a new name (EEXIST when the name exists) and
 // makes it durable: its inode written out, then its directory entry, so
 // that the name survives a crash of this machine (fencing generations).

@@ -885,12 +885,6 @@ class wait_channel {
   bool given_up_ = false;    // the watch failed: waiters use the poll period
 };
 
-// Fencing tokens are refused on Windows for now: under wine the ownership
-// check after creating a generation fails on every acquisition (a defect
-// not found yet); an acquisition with Options::fencing fails with
-// operation_not_supported and leaves nothing behind.
-inline constexpr bool fencing_supported = false;
-
 // Creates an empty file under a new name (EEXIST when the name exists) and
 // makes it durable (fencing generations). NTFS and ReFS journal the name's
 // creation with the file's metadata, which FlushFileBuffers writes out; a

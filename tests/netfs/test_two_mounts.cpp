@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdarg>
 #include <functional>
@@ -396,6 +397,66 @@ TEST_CASE("two mounts: lock and unlock from 3 processes on each mount keep an ex
   CHECK(shared->overlaps.load() == 0);
   CHECK(std::stoll(read_file(dir.real / "counter")) == 2 * per_mount * increments);
   fs::remove(dir.real / "counter");
+  CHECK(eventually([&] { return dir.entries().empty(); }));
+}
+
+TEST_CASE("two mounts: fencing tokens taken through both mounts are unique and rise in acquisition order") {
+  constexpr int per_mount = 3;
+  constexpr int rounds = 10;
+  shared_directory dir;
+  struct board {
+    std::atomic<int> taken{0};
+    std::array<std::uint64_t, 2 * per_mount * rounds> in_order{};  // written while held
+  };
+  auto* shared = shared_memory<board>();
+  std::vector<pid_t> children;
+  for (int p = 0; p < 2 * per_mount; ++p) {
+    const fs::path base = p % 2 == 0 ? dir.a : dir.b;
+    children.push_back(fork_child([&, base]() -> int {
+      PIDLock lock(base / "x.lock",
+                   {.lease_heartbeat_interval = 100ms, .lease_stale_threshold = 2s, .fencing = true});
+      std::uint64_t last = 0;
+      for (int i = 0; i < rounds; ++i) {
+        std::lock_guard guard(lock);
+        const auto token = lock.fencing_token();
+        if (token <= last) return 2;
+        last = token;
+        shared->in_order[static_cast<std::size_t>(shared->taken.fetch_add(1))] = token;
+      }
+      return 0;
+    }));
+  }
+  for (const pid_t child : children) CHECK(wait_exit(child) == 0);
+  REQUIRE(shared->taken.load() == 2 * per_mount * rounds);
+  const std::vector<std::uint64_t> order(shared->in_order.begin(), shared->in_order.end());
+  // Rising in the order the holders took the lock: unique too.
+  CHECK(std::adjacent_find(order.begin(), order.end(), std::greater_equal<>()) == order.end());
+  // One generation name stays: the last one.
+  CHECK(eventually([&] { return dir.entries() == std::set<std::string>{".x.lock.fence." + std::to_string(order.back())}; }));
+  fs::remove(dir.real / (".x.lock.fence." + std::to_string(order.back())));
+}
+
+TEST_CASE("two mounts: a holder paused past its lease is taken over through the other mount with a higher token") {
+  shared_directory dir;
+  const lockfile::Options quick{.lease_heartbeat_interval = 100ms, .lease_stale_threshold = 800ms, .fencing = true};
+  holder_process holder(dir.a / "x.lock", quick);
+  REQUIRE(holder.acquired());
+  const auto paused = lockfile::inspect(dir.real / "x.lock");
+  REQUIRE(paused.lease);
+  REQUIRE(paused.lease->fencing_token >= 1);
+
+  holder.signal(SIGSTOP);
+  PIDLock taker(dir.b / "x.lock", quick);
+  REQUIRE(eventually([&] { return taker.try_lock(); }, 20s));
+  CHECK(taker.fencing_token() > paused.lease->fencing_token);
+  const auto after = lockfile::inspect(dir.real / "x.lock");
+  REQUIRE(after.lease);
+  CHECK(after.lease->fencing_token == taker.fencing_token());
+  holder.signal(SIGCONT);
+  CHECK(holder.finish() == 0);
+  const auto token = taker.fencing_token();
+  taker.release();
+  fs::remove(dir.real / (".x.lock.fence." + std::to_string(token)));
   CHECK(eventually([&] { return dir.entries().empty(); }));
 }
 

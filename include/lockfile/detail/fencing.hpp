@@ -24,15 +24,20 @@ namespace lockfile::detail {
 //   4. check that the lock path still names its own file;
 //   5. write N into its record and hand it out;
 //   6. remove the generations below N that step 3 listed.
-// Step 3 is what makes tokens unique even between processes that all believe
-// they hold the lock: exclusive creation alone cannot tell a number never
-// used from one used and removed (a creator paused between steps 1 and 2
-// found it free again; seen in tests/test_fencing.cpp). It relies on the
-// listing showing the directory at one instant, which one batch of a
-// directory read does on Linux (it holds the directory's lock, which creation
-// and removal take); a directory too large for one batch, or a network file
-// system's cached listing, can in theory miss a generation replaced during
-// the read (docs/design.md "Fencing tokens").
+// Step 3 keeps tokens unique where step 4 cannot: exclusive creation alone
+// cannot tell a number never used from one used and removed (a creator
+// paused between steps 1 and 2 found it free again; seen in
+// tests/test_fencing.cpp, which creates without the lock). With an exact
+// step 4 only one acquisition at a time gets from publishing to a passed
+// check, and the highest token handed out keeps its name meanwhile, so step
+// 1 alone goes higher (tests/model/fencing.pml: NO_RELIST holds with the
+// lock, fails without it); but a network file system answering step 4 from
+// a stale cache can let two pass, and then step 3 is the guard. Step 3
+// relies on the listing showing the directory at one instant, which one
+// batch of a directory read does on Linux (it holds the directory's lock,
+// which creation and removal take); a directory too large for one batch, or
+// a network file system's cached listing, can in theory miss a generation
+// replaced during the read (docs/design.md "Fencing tokens").
 // Step 4 comes after step 2 so that whoever takes the lock over later, even
 // from a holder paused right after step 4, lists generation N and goes
 // higher; checked first, a holder paused between the check and the creation

@@ -6,6 +6,7 @@
 #include <lockfile/lockfile.hpp>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -187,6 +188,70 @@ inline int wait_exit(pid_t pid) {
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
   return -1;
 }
+
+// A program run with its stdin, and its stdout and stderr (as one), on
+// pipes; killed if still running when it goes out of scope.
+class program_process {
+ public:
+  explicit program_process(std::vector<std::string> args) {
+    std::vector<char*> argv;
+    for (auto& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    pid_ = ::fork();
+    if (pid_ < 0) throw std::runtime_error("fork failed");
+    if (pid_ == 0) {
+      ::dup2(input_.read_end, 0);
+      ::dup2(output_.write_end, 1);
+      ::dup2(output_.write_end, 2);
+      ::execv(argv[0], argv.data());
+      ::_exit(125);
+    }
+    input_.close_read();
+    output_.close_write();
+  }
+  ~program_process() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      (void)wait_exit(pid_);
+    }
+  }
+  program_process(const program_process&) = delete;
+  program_process& operator=(const program_process&) = delete;
+
+  pid_t pid() const { return pid_; }
+
+  // The next line it printed (without the newline), waiting at most
+  // `limit`; what there was by then otherwise.
+  std::string line(std::chrono::milliseconds limit = 10s) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    std::string text;
+    for (;;) {
+      const auto left =
+          std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+      pollfd ready{output_.read_end, POLLIN, 0};
+      if (left <= 0 || ::poll(&ready, 1, static_cast<int>(left)) <= 0) return text;
+      char c = 0;
+      if (::read(output_.read_end, &c, 1) != 1 || c == '\n') return text;
+      text += c;
+    }
+  }
+
+  // Writes text to its stdin, closes it, and waits for it: its exit status;
+  // `rest` gets what it printed after the lines read so far.
+  int finish(const std::string& text, std::string& rest) {
+    (void)!::write(input_.write_end, text.data(), text.size());
+    input_.close_write();
+    for (char c = output_.receive(); c != '\0'; c = output_.receive()) rest += c;
+    const int status = wait_exit(pid_);
+    pid_ = -1;
+    return status;
+  }
+
+ private:
+  pipe_pair input_;
+  pipe_pair output_;
+  pid_t pid_ = -1;
+};
 
 // A child process that holds a lock until told to release it (or killed).
 class holder_process {

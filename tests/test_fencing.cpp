@@ -5,8 +5,6 @@
 #include "lockfile_catch.hpp"
 #include "support.hpp"
 
-#include <poll.h>
-
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -355,68 +353,11 @@ TEST_CASE("fencing: a creator whose listing went stale does not hand out a numbe
 #if defined(LOCKFILE_FENCED_WRITER)
 namespace {
 
-// examples/fenced_writer, run with its stdin and its stdout and stderr (as
-// one) on pipes.
-class fenced_writer {
- public:
-  fenced_writer(const fs::path& lock_file, const fs::path& store, int stale_ms) {
-    std::vector<std::string> args{LOCKFILE_FENCED_WRITER, lock_file.string(), store.string(), std::to_string(stale_ms)};
-    std::vector<char*> argv;
-    for (auto& arg : args) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    pid_ = ::fork();
-    if (pid_ < 0) throw std::runtime_error("fork failed");
-    if (pid_ == 0) {
-      ::dup2(input_.read_end, 0);
-      ::dup2(output_.write_end, 1);
-      ::dup2(output_.write_end, 2);
-      ::execv(argv[0], argv.data());
-      ::_exit(125);
-    }
-    input_.close_read();
-    output_.close_write();
-  }
-  ~fenced_writer() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      (void)wait_exit(pid_);
-    }
-  }
-  fenced_writer(const fenced_writer&) = delete;
-  fenced_writer& operator=(const fenced_writer&) = delete;
-
-  pid_t pid() const { return pid_; }
-
-  // What it printed up to the first newline, waiting at most `limit`.
-  std::string first_line(std::chrono::milliseconds limit = 10s) {
-    const auto deadline = std::chrono::steady_clock::now() + limit;
-    std::string line;
-    for (;;) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-      pollfd ready{output_.read_end, POLLIN, 0};
-      if (left.count() <= 0 || ::poll(&ready, 1, static_cast<int>(left.count())) <= 0) return line;
-      char c = 0;
-      if (::read(output_.read_end, &c, 1) != 1 || c == '\n') return line;
-      line += c;
-    }
-  }
-
-  // Gives it its line of text, then waits for it: its exit status and the
-  // rest of what it printed.
-  int finish(const std::string& text, std::string& rest) {
-    (void)!::write(input_.write_end, text.data(), text.size());
-    input_.close_write();
-    for (char c = output_.receive(); c != '\0'; c = output_.receive()) rest += c;
-    const int status = wait_exit(pid_);
-    pid_ = -1;
-    return status;
-  }
-
- private:
-  pipe_pair input_;
-  pipe_pair output_;
-  pid_t pid_ = -1;
-};
+// examples/fenced_writer with a stale threshold of stale_ms.
+std::unique_ptr<program_process> fenced_writer(const fs::path& lock_file, const fs::path& store, int stale_ms) {
+  return std::make_unique<program_process>(
+      std::vector<std::string>{LOCKFILE_FENCED_WRITER, lock_file.string(), store.string(), std::to_string(stale_ms)});
+}
 
 }  // namespace
 
@@ -430,19 +371,19 @@ TEST_CASE("fenced_writer: a holder paused past its lease has its write rejected 
   const auto store = dir / "store";
   constexpr int stale_ms = 300;
 
-  fenced_writer a(lock_file, store, stale_ms);
-  REQUIRE(a.first_line() == "token 1");
-  REQUIRE(::kill(a.pid(), SIGSTOP) == 0);
+  const auto a = fenced_writer(lock_file, store, stale_ms);
+  REQUIRE(a->line() == "token 1");
+  REQUIRE(::kill(a->pid(), SIGSTOP) == 0);
 
-  fenced_writer b(lock_file, store, stale_ms);
-  REQUIRE(b.first_line() == "token 2");  // a takeover: A never released
+  const auto b = fenced_writer(lock_file, store, stale_ms);
+  REQUIRE(b->line() == "token 2");  // a takeover: A never released
   std::string said_by_b;
-  CHECK(b.finish("from B\n", said_by_b) == 0);
+  CHECK(b->finish("from B\n", said_by_b) == 0);
   CHECK(said_by_b == "written with token 2\n");
 
-  REQUIRE(::kill(a.pid(), SIGCONT) == 0);
+  REQUIRE(::kill(a->pid(), SIGCONT) == 0);
   std::string said_by_a;
-  CHECK(a.finish("from A\n", said_by_a) == 3);
+  CHECK(a->finish("from A\n", said_by_a) == 3);
   CHECK_THAT(said_by_a, starts_with("rejected: the store has accepted a higher token than 1"));
   CHECK(read_file(store / "log") == "2 from B\n");
   CHECK(read_file(store / "highest") == "2");

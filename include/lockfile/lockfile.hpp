@@ -66,6 +66,7 @@
 #include "detail/network_claims.hpp"
 #include "detail/fencing.hpp"
 #include "detail/pid_lock.hpp"
+#include "detail/lock_waiter.hpp"
 #include "detail/inspection.hpp"
 
 #endif  // C++20

@@ -7,6 +7,8 @@ namespace lockfile {
 
 LockStatus inspect(const std::filesystem::path& lock_file, const Options& options = {});
 
+class lock_waiter;
+
 class PIDLock {
  public:
   explicit PIDLock(std::filesystem::path lock_file, Options options = {})
@@ -156,6 +158,8 @@ class PIDLock {
   }
 
  private:
+  friend class lock_waiter;  // its attempts are this lock's, planned as wait_until plans
+
   // This object's view of its current lease (detail::lease_phase): none, or
   // the phase of the one it was issued last and has not released.
   enum class lock_state { idle, held, lost, abandoned };

@@ -55,8 +55,10 @@
 #include <unistd.h>
 #include <pthread.h>
 #if defined(LOCKFILE_LINUX_EXTRAS)
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
+#include <sys/timerfd.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -1054,6 +1056,14 @@ class wait_channel final : public fork_sensitive {
     }
   }
 
+  // For a wait_descriptor's set: what wait_until polls (-1 for none), and
+  // the reading of directory events it does when they are ready.
+  int wake_read_fd() const { return wake_read_ ? wake_read_.get() : wake_.get(); }
+  int events_fd() const { return watching_.load() ? watch_->fd() : -1; }
+  void dispatch_events() {
+    if (watching_.load()) watch_->dispatch();
+  }
+
   void forget_in_child() noexcept override {
     ::close(wake_.release());
     ::close(wake_read_.release());
@@ -1069,6 +1079,105 @@ class wait_channel final : public fork_sensitive {
   unique_fd wake_read_;  // the read end of that pipe (not Linux)
   std::mutex watch_mutex_;
   std::atomic<bool> watching_{false};
+};
+
+// A wait an event loop owns (lockfile::lock_waiter): one descriptor that
+// becomes readable when the channel would wake a sleeping waiter (a
+// directory event, a wake-up, the holder's exit) or at the planned time.
+// Linux: an epoll set of the channel's descriptors, the holder's pidfd and
+// a timerfd. Elsewhere (no epoll, no timerfd) there is none: fd() is -1,
+// and the caller's own timer at the planned time is the fallback.
+class wait_descriptor final : public fork_sensitive {
+ public:
+  wait_descriptor(const std::filesystem::path& lock_file, directory_watch& watch) : channel_(lock_file, watch) {
+#if defined(LOCKFILE_LINUX_EXTRAS)
+    unique_fd set(::epoll_create1(EPOLL_CLOEXEC));
+    unique_fd timer(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+    if (set && timer && add(set.get(), timer.get()) && add(set.get(), channel_.wake_read_fd())) {
+      epoll_ = std::move(set);
+      timer_ = std::move(timer);
+    }
+#endif
+    fork_registry::instance().add(this);
+  }
+  ~wait_descriptor() override { fork_registry::instance().remove(this); }
+  wait_descriptor(const wait_descriptor&) = delete;
+  wait_descriptor& operator=(const wait_descriptor&) = delete;
+  wait_descriptor(wait_descriptor&&) = delete;
+  wait_descriptor& operator=(wait_descriptor&&) = delete;
+
+  int fd() const { return epoll_.get(); }
+
+  // Before an attempt: watches the directory (again, after it moved), reads
+  // the events and wake-ups that made the descriptor readable, and the
+  // timer's expiry: whatever they announced, the attempt sees for itself.
+  void prepare() {
+    channel_.watch();
+#if defined(LOCKFILE_LINUX_EXTRAS)
+    const int events = channel_.events_fd();
+    if (epoll_ && events >= 0 && events != events_added_ && add(epoll_.get(), events)) events_added_ = events;
+    channel_.dispatch_events();
+    std::uint64_t expirations = 0;
+    if (timer_) (void)!::read(timer_.get(), &expirations, sizeof expirations);  // nothing to read: not expired
+#endif
+    channel_.drain();
+  }
+
+  // After an attempt that did not acquire: readable at `at` (steady time),
+  // at the holder's exit, or at an event of the channel.
+  void arm(steady_clock_time at, unique_fd holder_exit) {
+#if defined(LOCKFILE_LINUX_EXTRAS)
+    if (!epoll_) return;
+    holder_.reset();  // closing it takes it out of the set
+    if (holder_exit && add(epoll_.get(), holder_exit.get())) holder_ = std::move(holder_exit);
+    // steady_clock is CLOCK_MONOTONIC on Linux (glibc and musl, libstdc++
+    // and libc++), so the plan's time point is the timer's.
+    const auto since_epoch = std::max(at.time_since_epoch(), std::chrono::steady_clock::duration(1));
+    itimerspec when{};
+    when.it_value.tv_sec = static_cast<time_t>(std::chrono::duration_cast<std::chrono::seconds>(since_epoch).count());
+    when.it_value.tv_nsec = static_cast<long>((since_epoch % std::chrono::seconds(1)) / std::chrono::nanoseconds(1));
+    ::timerfd_settime(timer_.get(), TFD_TIMER_ABSTIME, &when, nullptr);
+#else
+    (void)at;
+    (void)holder_exit;
+#endif
+  }
+
+  // Acquired: nothing more to wait for (the directory's events still make
+  // the descriptor readable; a caller that is done stops watching it).
+  void disarm() {
+#if defined(LOCKFILE_LINUX_EXTRAS)
+    holder_.reset();
+    if (timer_) {
+      const itimerspec never{};
+      ::timerfd_settime(timer_.get(), 0, &never, nullptr);
+    }
+#endif
+  }
+
+  void forget_in_child() noexcept override {
+    ::close(epoll_.release());
+    ::close(timer_.release());
+    ::close(holder_.release());
+    events_added_ = -1;
+  }
+
+ private:
+#if defined(LOCKFILE_LINUX_EXTRAS)
+  static bool add(int set, int fd) {
+    if (fd < 0) return false;
+    epoll_event event{};
+    event.events = EPOLLIN;
+    event.data.fd = fd;
+    return ::epoll_ctl(set, EPOLL_CTL_ADD, fd, &event) == 0 || errno == EEXIST;
+  }
+#endif
+
+  wait_channel channel_;
+  unique_fd epoll_;
+  unique_fd timer_;
+  unique_fd holder_;
+  int events_added_ = -1;  // the directory watch's descriptor, once it is in the set
 };
 
 // Creates an empty file under a new name (EEXIST when the name exists) and

@@ -885,6 +885,21 @@ class wait_channel {
   bool given_up_ = false;    // the watch failed: waiters use the poll period
 };
 
+// A wait an event loop owns (lockfile::lock_waiter): none on Windows yet
+// (one handle cannot stand for the directory's changes, the holder's exit
+// and a time at once), so fd() is empty and the caller's own timer at the
+// planned time is the fallback.
+class wait_descriptor {
+ public:
+  wait_descriptor(const std::filesystem::path& /*lock_file*/, directory_watch& /*watch*/) {}
+  // NOLINTBEGIN(readability-convert-member-functions-to-static): the POSIX one has state
+  native_handle fd() const { return no_handle; }
+  void prepare() {}
+  void arm(steady_clock_time /*at*/, unique_fd /*holder_exit*/) {}
+  void disarm() {}
+  // NOLINTEND(readability-convert-member-functions-to-static)
+};
+
 // Creates an empty file under a new name (EEXIST when the name exists) and
 // makes it durable (fencing generations). NTFS and ReFS journal the name's
 // creation with the file's metadata, which FlushFileBuffers writes out; a

@@ -13,6 +13,7 @@
 // a writeback burst) spreads over all rows instead of skewing one. Rows:
 //   pidlock     PIDLock::acquire() + release(), default options, one lock
 //               object reused (the heartbeat thread is running, as it would be)
+//   fencing     the same with Options::fencing (reported apart: it fsyncs)
 //   flock       flock(2) LOCK_EX then LOCK_UN on a descriptor kept open
 //   open-flock  open + flock(LOCK_EX) + close (close drops the lock)
 //   excl        open(O_CREAT|O_EXCL) + write the record + close + unlink
@@ -62,6 +63,7 @@ struct row {
   const char* name;
   const char* label;
   std::function<void()> cycle;  // one acquire + release
+  long long every = 1;           // runs one cycle in `every` (a slow row keeps the run short)
   std::vector<double> samples_us{};
 };
 
@@ -99,6 +101,14 @@ std::vector<row> make_rows(const fs::path& dir, std::size_t record_size) {
                     lock->acquire();
                     lock->release();
                   }});
+  // Options::fencing: a generation created and fsynced (file and
+  // directory), listed twice, the previous one removed, the record
+  // rewritten. The fsyncs dominate on a disk.
+  auto fenced = std::make_shared<lockfile::PIDLock>(dir / "fenced.lock", lockfile::Options{.fencing = true});
+  rows.push_back({"fencing", "PIDLock acquire() + release(), fencing on (1 cycle in 20)", [fenced] {
+                    fenced->acquire();
+                    fenced->release();
+                  }, 20});
 
   const auto flock_path = dir / "flock.lock";
   const int flock_fd = open_or_fail(flock_path, O_RDWR | O_CREAT);  // lives as long as the process
@@ -162,20 +172,20 @@ std::size_t pidlock_record_size(const fs::path& dir) {
 row& find_row(std::vector<row>& rows, const std::string& name) {
   for (auto& r : rows)
     if (name == r.name) return r;
-  fail("--only: no row named '%s' (pidlock, flock, open-flock, excl, link, tmpfile)", name.c_str());
+  fail("--only: no row named '%s' (pidlock, fencing, flock, open-flock, excl, link, tmpfile)", name.c_str());
 }
 
 void timed_run(std::vector<row>& rows, long long iterations, const fs::path& dir, std::size_t record_size) {
   constexpr long long block = 250;
   const long long warmup = std::max(100LL, iterations / 10);
   for (auto& r : rows) {
-    for (long long i = 0; i < warmup; ++i) r.cycle();
-    r.samples_us.reserve(static_cast<std::size_t>(iterations));
+    for (long long i = 0; i < (warmup + r.every - 1) / r.every; ++i) r.cycle();
+    r.samples_us.reserve(static_cast<std::size_t>(iterations / r.every + 1));
   }
   for (long long done = 0; done < iterations; done += block) {
     const long long count = std::min(block, iterations - done);
     for (auto& r : rows) {
-      for (long long i = 0; i < count; ++i) {
+      for (long long i = 0; i < (count + r.every - 1) / r.every; ++i) {
         const auto start = bench::clock_type::now();
         r.cycle();
         const auto end = bench::clock_type::now();

@@ -71,7 +71,14 @@ class helper_process {
     std::wstring command = L"\"" + std::wstring(self) + L"\" --helper " + arguments;
     STARTUPINFOW startup{};
     startup.cb = sizeof startup;
-    if (!::CreateProcessW(self, command.data(), nullptr, nullptr, FALSE, 0, nullptr, nullptr, &startup, &info_))
+    // Wine now and then fails a CreateProcessW with ERROR_INTERNAL_ERROR
+    // under load (seen once in the suite); Windows does not: try again.
+    BOOL started = FALSE;
+    for (int attempt = 0; attempt < 3 && started == FALSE; ++attempt) {
+      started = ::CreateProcessW(self, command.data(), nullptr, nullptr, FALSE, 0, nullptr, nullptr, &startup, &info_);
+      if (started == FALSE && ::GetLastError() != ERROR_INTERNAL_ERROR) break;
+    }
+    if (started == FALSE)
       throw std::system_error(static_cast<int>(::GetLastError()), std::system_category(), "CreateProcessW");
     ::CloseHandle(info_.hThread);
   }

@@ -18,6 +18,8 @@
 
 #include <asio.hpp>
 
+#include <fcntl.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -33,8 +35,9 @@ class asio_lock_wait {
  public:
   asio_lock_wait(asio::io_context& io, lockfile::PIDLock& lock, std::function<void()> on_acquired)
       : waiter_(lock), descriptor_(io), timer_(io), on_acquired_(std::move(on_acquired)) {
-    // The stream_descriptor closes what it is given: give it a duplicate.
-    if (waiter_.native_handle() >= 0) descriptor_.assign(::dup(waiter_.native_handle()));
+    // The stream_descriptor closes what it is given: give it a duplicate
+    // (close-on-exec, as the library's own descriptors).
+    if (waiter_.native_handle() >= 0) descriptor_.assign(::fcntl(waiter_.native_handle(), F_DUPFD_CLOEXEC, 0));
   }
 
   void start() { attempt(); }
@@ -58,6 +61,11 @@ class asio_lock_wait {
     if (descriptor_.is_open()) descriptor_.async_wait(asio::posix::descriptor_base::wait_read, again);
     timer_.expires_at(waiter_.next_attempt());
     timer_.async_wait(again);
+    // asio watches descriptors edge-triggered: readiness that came between
+    // the attempt and async_wait raises no new edge. Look once.
+    pollfd ready{waiter_.native_handle(), POLLIN, 0};
+    if (descriptor_.is_open() && ::poll(&ready, 1, 0) > 0)
+      asio::post(descriptor_.get_executor(), [again] { again({}); });
   }
 
   lockfile::lock_waiter waiter_;

@@ -61,15 +61,21 @@ class fenced_store {
       ::close(highest_fd);  // also releases the flock
       return outcome::rejected;
     }
+    // The highest token first, then the data: a crash in between loses this
+    // write but never lets a lower token in later. And the number is
+    // written over the old one before the file is cut to its length (it
+    // never gets shorter), so no crash leaves it empty, which would read 0.
+    const std::string number = std::to_string(token);
+    if (::pwrite(highest_fd, number.data(), number.size(), 0) != static_cast<ssize_t>(number.size()) ||
+        ::ftruncate(highest_fd, static_cast<off_t>(number.size())) != 0)
+      fail("write", dir_ / "highest", highest_fd);
     const int log_fd = open_or_throw(dir_ / "log", O_WRONLY | O_CREAT | O_APPEND);
     const std::string line = std::to_string(token) + " " + text + "\n";
-    if (::write(log_fd, line.data(), line.size()) != static_cast<ssize_t>(line.size()))
-      fail("append to", dir_ / "log", log_fd);
+    if (::write(log_fd, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
+      ::close(log_fd);
+      fail("append to", dir_ / "log", highest_fd);
+    }
     ::close(log_fd);
-    const std::string number = std::to_string(token);
-    if (::ftruncate(highest_fd, 0) != 0 ||
-        ::pwrite(highest_fd, number.data(), number.size(), 0) != static_cast<ssize_t>(number.size()))
-      fail("write", dir_ / "highest", highest_fd);
     ::close(highest_fd);
     return outcome::accepted;
   }

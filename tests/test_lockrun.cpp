@@ -427,8 +427,10 @@ TEST_CASE("lockrun --fencing gives the command LOCKFILE_FENCING_TOKEN: rising fr
   }
   CHECK(dir.entries() == std::set<std::string>{".job.lock.fence.3"});  // the lock file released
 
-  SECTION("without --fencing the command gets no token") {
-    const auto r = run_lockrun(concat({lock, "--"}, show));
+  SECTION("without --fencing the command gets no token, not even an outer lockrun's") {
+    const auto r = run_lockrun(
+        concat({lock, "--", "env", "LOCKFILE_FENCING_TOKEN=7", LOCKFILE_LOCKRUN, (dir / "inner.lock").string(), "--"},
+               show));
     CHECK(r.exit == 0);
     CHECK(r.out.substr(0, r.out.find('\n')) == "unset");
   }

@@ -154,6 +154,8 @@ std::vector<char*> shell_command(char* string);
 // Sets a variable of the environment COMMAND starts with (and lockrun's own,
 // which nothing else reads); the error when the system refused.
 std::error_code set_environment(const char* name, const std::string& value);
+// Removes a variable from that environment (nothing when it is not set).
+void clear_environment(const char* name);
 // Exit status for an error of the library or the system, as flock(1) maps
 // them: 71 no resources, 73 cannot create, 74 not a lock file or I/O
 // error, 66 anything else that keeps the lock file from being opened.

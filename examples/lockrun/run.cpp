@@ -40,6 +40,9 @@ int run(const config& cfg) {
     return exit_lease_lost;
   }
 
+  // An outer lockrun's token is for its lock, not this one: a command run
+  // without --fencing must not take it for ours.
+  if (!cfg.fencing) clear_environment("LOCKFILE_FENCING_TOKEN");
   if (cfg.fencing) {
     std::string token;
     try {

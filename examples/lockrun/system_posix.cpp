@@ -26,6 +26,10 @@ std::error_code set_environment(const char* name, const std::string& value) {
   return {};
 }
 
+void clear_environment(const char* name) {
+  ::unsetenv(name);  // NOLINT(concurrency-mt-unsafe): as in set_environment
+}
+
 int exit_status_for(const std::error_code& ec) {
   if (ec == lockfile::errc::not_a_lock_file) return exit_lock_error;
   if (ec.category() != std::generic_category() && ec.category() != std::system_category()) return exit_lock_error;

@@ -68,6 +68,8 @@ std::error_code set_environment(const char* name, const std::string& value) {
   return {};
 }
 
+void clear_environment(const char* name) { ::SetEnvironmentVariableW(wide_of(name).c_str(), nullptr); }
+
 int exit_status_for(const std::error_code& ec) {
   if (ec == lockfile::errc::not_a_lock_file) return exit_lock_error;
   if (ec.category() == std::generic_category()) {  // the library's own (ELOOP, EISDIR, EINVAL)

@@ -137,6 +137,22 @@ inline generation_claim claim_generation_above(const std::filesystem::path& lock
   return generation_claim::created;
 }
 
+// A pause of up to bound microseconds, different in each process: two
+// creators forked from one parent must not pause alike. Seeded once per
+// thread and process, from the pid and the clock (std::random_device may
+// throw, and a pause needs no entropy).
+inline std::chrono::microseconds creator_pause(unsigned bound) {
+  thread_local std::minstd_rand bits;
+  thread_local int seeded_for = 0;
+  const int pid = self_identity().pid;
+  if (seeded_for != pid) {
+    const auto now = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+    bits.seed(static_cast<std::minstd_rand::result_type>((now ^ (static_cast<std::uint64_t>(pid) << 20)) % 2147483646U + 1));
+    seeded_for = pid;
+  }
+  return std::chrono::microseconds(bits() % bound);
+}
+
 // Steps 1 to 3: the next generation above every one handed out, created
 // exclusively and made durable before it is returned.
 inline new_generation create_next_generation(const std::filesystem::path& lock_file, mode_bits mode) {
@@ -145,6 +161,7 @@ inline new_generation create_next_generation(const std::filesystem::path& lock_f
   // when one of them is wrong) create, so a handful of passes is plenty; the
   // bound keeps a flood of foreign names from looping.
   constexpr int max_passes = 100;
+  bool stale = false;  // a pass ended because a higher generation appeared
   for (int pass = 0; pass < max_passes; ++pass) {
     generations listed;
     if (auto ec = list_generations(lock_file, listed)) {
@@ -160,16 +177,16 @@ inline new_generation create_next_generation(const std::filesystem::path& lock_f
       case generation_claim::stale: {
         // Creators that each see the other's higher number can knock each
         // other out in turn; a random pause, growing with the passes, lets
-        // one finish first. Rare (it takes two believers), so it may cost a
-        // system call for its randomness.
-        const auto bound = 20U << std::min(pass, 8);
-        std::this_thread::sleep_for(std::chrono::microseconds(std::random_device{}() % bound));
+        // one finish first. Rare: it takes two believers.
+        std::this_thread::sleep_for(creator_pause(20U << std::min(pass, 8)));
+        stale = true;
         break;
       }
     }
   }
   out.error = std::make_error_code(std::errc::file_exists);
-  out.operation = "create fencing generation (every number tried was taken first)";
+  out.operation = stale ? "create fencing generation (other creators kept going higher)"
+                        : "create fencing generation (every number tried was taken first)";
   out.subject = lock_file.parent_path();
   return out;
 }

@@ -24,24 +24,28 @@ namespace lockfile {
 //
 // Not thread-safe (one event loop drives it); the lock must outlive it.
 // Once try_lock() returned true the lock is held and the waiter is done.
+// After a fork the child's waiter makes itself a new descriptor.
 class lock_waiter {
  public:
   using native_handle_type = detail::native_handle;
 
-  explicit lock_waiter(PIDLock& lock)
-      : lock_(&lock), readiness_(lock.absolute_, detail::renewal_service::instance().watch()) {}
+  explicit lock_waiter(PIDLock& lock) : lock_(&lock), readiness_(make_readiness()) {}
 
   lock_waiter(const lock_waiter&) = delete;
   lock_waiter& operator=(const lock_waiter&) = delete;
 
-  // One attempt, as PIDLock::try_lock() (true: acquired; false: call again
-  // when native_handle() is readable or at next_attempt(); hard errors
-  // throw). Does not block beyond the attempt itself.
+  // One attempt, as PIDLock::try_lock(): true when the lock is held (by
+  // this attempt, or already by this PIDLock); false: call again when
+  // native_handle() is readable or at next_attempt(). Hard errors throw.
+  // It never sleeps: a reclamation that meets another one in progress is
+  // planned for the retry delay instead of waited out. A wake-up that
+  // concerned other names only costs no attempt.
   bool try_lock() {
-    readiness_.prepare();  // before the attempt: no release in between is missed
-    const auto o = lock_->attempt(std::stop_token{});
-    if (o.kind == PIDLock::attempt_result::acquired) {
-      readiness_.disarm();
+    if (readiness_->forgotten()) readiness_ = make_readiness();  // in a child forked since
+    if (!readiness_->prepare()) return false;  // still armed for the same plan
+    const auto o = lock_->attempt(std::stop_token{}, nullptr, PIDLock::retry_pause::none);
+    if (o.kind == PIDLock::attempt_result::acquired || o.kind == PIDLock::attempt_result::self_held) {
+      readiness_->disarm();
       next_attempt_ = {};
       return true;
     }
@@ -52,22 +56,28 @@ class lock_waiter {
                                           o.kind == PIDLock::attempt_result::retry_limit,
                                           lock_->options_.acquire_retry_delay, detail::self_identity());
     next_attempt_ = next.at;
-    readiness_.arm(next.at, std::move(next.holder_exit));
+    readiness_->arm(next.at, std::move(next.holder_exit));
     return false;
   }
 
   // Readable when an attempt may succeed; -1 (POSIX) or null (Windows)
   // where there is no such descriptor. Owned by the waiter: do not close it
-  // (an event loop that takes ownership gets a dup()).
-  native_handle_type native_handle() const { return readiness_.fd(); }
+  // (an event loop that takes ownership gets a duplicate, made with
+  // F_DUPFD_CLOEXEC). In a child forked since it was taken it is not this
+  // waiter's any more: take it again after the next try_lock().
+  native_handle_type native_handle() const { return readiness_->fd(); }
 
   // When to try again at the latest, whatever the descriptor says; the
   // default (epoch) time before the first attempt and once acquired.
   std::chrono::steady_clock::time_point next_attempt() const { return next_attempt_; }
 
  private:
+  std::unique_ptr<detail::wait_descriptor> make_readiness() const {
+    return std::make_unique<detail::wait_descriptor>(lock_->absolute_, detail::renewal_service::instance().watch());
+  }
+
   PIDLock* lock_;
-  detail::wait_descriptor readiness_;
+  std::unique_ptr<detail::wait_descriptor> readiness_;
   std::chrono::steady_clock::time_point next_attempt_{};
 };
 

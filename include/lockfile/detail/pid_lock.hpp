@@ -298,7 +298,12 @@ class PIDLock {
   // stale, reclaim under the inode's flock and publish again.
   // Waiting callers pass their channel, so that a stop request cuts the
   // pause between reclamation retries short.
-  attempt_outcome attempt(const std::stop_token& stop, detail::wait_channel* waiting = nullptr) {
+  // none: a reclamation that meets a busy or changed file returns
+  // retry_limit at once (lock_waiter plans the retry instead of sleeping).
+  enum class retry_pause { between_retries, none };
+
+  attempt_outcome attempt(const std::stop_token& stop, detail::wait_channel* waiting = nullptr,
+                          retry_pause pause = retry_pause::between_retries) {
     std::lock_guard guard(op_mutex_);
     {
       std::lock_guard state(state_mutex_);
@@ -371,7 +376,8 @@ class PIDLock {
           return with(attempt_result::retry_limit);
         case removal::busy:
         case removal::changed:
-          if (++retries >= options_.acquire_retry_limit) return with(attempt_result::retry_limit);
+          if (++retries >= options_.acquire_retry_limit || pause == retry_pause::none)
+            return with(attempt_result::retry_limit);
           if (waiting)
             waiting->wait_until(std::chrono::steady_clock::now() + options_.acquire_retry_delay, detail::no_handle);
           else
@@ -423,7 +429,14 @@ class PIDLock {
     if (!options_.fencing) return take_ownership(std::move(fd), std::move(lease), std::move(record));
     attempt_outcome failed;
     std::vector<std::uint64_t> below;  // the generations to remove once it is ours
-    switch (fence(fd, lease, record, below, failed)) {
+    fencing fenced = fencing::failed;
+    try {
+      fenced = fence(fd, lease, record, below, failed);
+    } catch (...) {  // out of memory: no lock file of ours may stay behind
+      detail::remove_name(absolute_);  // published an instant ago: no contender may reclaim it yet
+      throw;
+    }
+    switch (fenced) {
       case fencing::fenced:
         break;
       case fencing::taken_over:
@@ -436,7 +449,7 @@ class PIDLock {
     return taken;
   }
 
-  // DESIGN.md "Fencing tokens" (fencing.hpp, steps 1 to 4), between
+  // DESIGN.md "Fencing tokens" (fencing.hpp, steps 1 to 5), between
   // publishing the lock file and taking ownership of it. fenced: lease and
   // record carry the new token, and so does the file. taken_over: the lock
   // file was taken over before the token was handed out. failed: the

@@ -1022,12 +1022,14 @@ class wait_channel final : public fork_sensitive {
   // Forgets wake-ups seen so far: whatever they announced, the next attempt
   // sees for itself. (Call before checking for a stop request, so that a
   // request made after the check is not forgotten with them.)
-  void drain() {
+  // True when there was one.
+  bool drain() {
     char buffer[64];
+    bool woken = false;
     const int wake_read = wake_read_ ? wake_read_.get() : wake_.get();
     if (wake_read >= 0)
-      while (::read(wake_read, buffer, sizeof buffer) > 0) {
-      }
+      while (::read(wake_read, buffer, sizeof buffer) > 0) woken = true;
+    return woken;
   }
 
   // Sleeps until the deadline, a wake-up, a directory event naming the lock
@@ -1059,10 +1061,8 @@ class wait_channel final : public fork_sensitive {
   // For a wait_descriptor's set: what wait_until polls (-1 for none), and
   // the reading of directory events it does when they are ready.
   int wake_read_fd() const { return wake_read_ ? wake_read_.get() : wake_.get(); }
-  int events_fd() const { return watching_.load() ? watch_->fd() : -1; }
-  void dispatch_events() {
-    if (watching_.load()) watch_->dispatch();
-  }
+  int events_fd() const { return watch_->fd(); }
+  void dispatch_events() { watch_->dispatch(); }
 
   void forget_in_child() noexcept override {
     ::close(wake_.release());
@@ -1089,7 +1089,8 @@ class wait_channel final : public fork_sensitive {
 // and the caller's own timer at the planned time is the fallback.
 class wait_descriptor final : public fork_sensitive {
  public:
-  wait_descriptor(const std::filesystem::path& lock_file, directory_watch& watch) : channel_(lock_file, watch) {
+  wait_descriptor(const std::filesystem::path& lock_file, directory_watch& watch)
+      : channel_(lock_file, watch), generation_(fork_generation()) {
 #if defined(LOCKFILE_LINUX_EXTRAS)
     unique_fd set(::epoll_create1(EPOLL_CLOEXEC));
     unique_fd timer(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
@@ -1108,19 +1109,39 @@ class wait_descriptor final : public fork_sensitive {
 
   int fd() const { return epoll_.get(); }
 
-  // Before an attempt: watches the directory (again, after it moved), reads
-  // the events and wake-ups that made the descriptor readable, and the
-  // timer's expiry: whatever they announced, the attempt sees for itself.
-  void prepare() {
-    channel_.watch();
+  // Made before a fork this process descends from: closed at the fork.
+  bool forgotten() const { return generation_ != fork_generation(); }
+
+  // Before an attempt: reads the directory events (waking the channels
+  // they concern, ours among them), watches the directory again if that
+  // watch ended, and reads the wake-ups and the timer's expiry, so that the
+  // set sleeps again. True when an attempt is worth making: the first time,
+  // on a wake-up for our name, the planned time, the holder's exit, or
+  // where there is no descriptor (the caller's timer woke us). False after
+  // an event that concerned another name or directory only.
+  bool prepare() {
+    if (!epoll_) {
+      channel_.watch();
+      channel_.drain();
+      return true;
+    }
 #if defined(LOCKFILE_LINUX_EXTRAS)
-    const int events = channel_.events_fd();
-    if (epoll_ && events >= 0 && events != events_added_ && add(epoll_.get(), events)) events_added_ = events;
     channel_.dispatch_events();
+    channel_.watch();
+    const int events = channel_.events_fd();
+    if (events >= 0 && events != events_added_ && add(epoll_.get(), events)) events_added_ = events;
+    bool due = !armed_;
     std::uint64_t expirations = 0;
-    if (timer_) (void)!::read(timer_.get(), &expirations, sizeof expirations);  // nothing to read: not expired
+    if (::read(timer_.get(), &expirations, sizeof expirations) == sizeof expirations) due = true;
+    if (channel_.drain()) due = true;
+    if (holder_) {
+      pollfd exited{holder_.get(), POLLIN, 0};
+      if (::poll(&exited, 1, 0) > 0) due = true;
+    }
+    return due;
+#else
+    return true;
 #endif
-    channel_.drain();
   }
 
   // After an attempt that did not acquire: readable at `at` (steady time),
@@ -1128,15 +1149,17 @@ class wait_descriptor final : public fork_sensitive {
   void arm(steady_clock_time at, unique_fd holder_exit) {
 #if defined(LOCKFILE_LINUX_EXTRAS)
     if (!epoll_) return;
-    holder_.reset();  // closing it takes it out of the set
+    drop_holder();
     if (holder_exit && add(epoll_.get(), holder_exit.get())) holder_ = std::move(holder_exit);
     // steady_clock is CLOCK_MONOTONIC on Linux (glibc and musl, libstdc++
-    // and libc++), so the plan's time point is the timer's.
+    // and libc++), so the plan's time point is the timer's. A time already
+    // past fires at once.
     const auto since_epoch = std::max(at.time_since_epoch(), std::chrono::steady_clock::duration(1));
     itimerspec when{};
     when.it_value.tv_sec = static_cast<time_t>(std::chrono::duration_cast<std::chrono::seconds>(since_epoch).count());
     when.it_value.tv_nsec = static_cast<long>((since_epoch % std::chrono::seconds(1)) / std::chrono::nanoseconds(1));
     ::timerfd_settime(timer_.get(), TFD_TIMER_ABSTIME, &when, nullptr);
+    armed_ = true;
 #else
     (void)at;
     (void)holder_exit;
@@ -1147,11 +1170,12 @@ class wait_descriptor final : public fork_sensitive {
   // the descriptor readable; a caller that is done stops watching it).
   void disarm() {
 #if defined(LOCKFILE_LINUX_EXTRAS)
-    holder_.reset();
+    drop_holder();
     if (timer_) {
       const itimerspec never{};
       ::timerfd_settime(timer_.get(), 0, &never, nullptr);
     }
+    armed_ = false;
 #endif
   }
 
@@ -1171,13 +1195,23 @@ class wait_descriptor final : public fork_sensitive {
     event.data.fd = fd;
     return ::epoll_ctl(set, EPOLL_CTL_ADD, fd, &event) == 0 || errno == EEXIST;
   }
+
+  // Out of the set before it is closed: a child forked meanwhile keeps a
+  // copy of the pidfd, and the set would keep it while any copy is open.
+  void drop_holder() {
+    if (!holder_) return;
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, holder_.get(), nullptr);
+    holder_.reset();
+  }
 #endif
 
   wait_channel channel_;
+  const std::uint64_t generation_;
   unique_fd epoll_;
   unique_fd timer_;
   unique_fd holder_;
   int events_added_ = -1;  // the directory watch's descriptor, once it is in the set
+  [[maybe_unused]] bool armed_ = false;  // a plan is set: the next attempt waits for a reason (Linux)
 };
 
 // Creates an empty file under a new name (EEXIST when the name exists) and

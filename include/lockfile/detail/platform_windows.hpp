@@ -894,7 +894,8 @@ class wait_descriptor {
   wait_descriptor(const std::filesystem::path& /*lock_file*/, directory_watch& /*watch*/) {}
   // NOLINTBEGIN(readability-convert-member-functions-to-static): the POSIX one has state
   native_handle fd() const { return no_handle; }
-  void prepare() {}
+  bool forgotten() const { return false; }  // no fork
+  bool prepare() { return true; }
   void arm(steady_clock_time /*at*/, unique_fd /*holder_exit*/) {}
   void disarm() {}
   // NOLINTEND(readability-convert-member-functions-to-static)

@@ -13,6 +13,12 @@ namespace lockfile_windows {
 
 inline void touch(const std::filesystem::path& path) { std::ofstream(path) << "ready\n"; }
 
+// Wine's ntdll exports wine_get_version; Windows' does not.
+inline bool running_under_wine() {
+  const HMODULE ntdll = ::GetModuleHandleW(L"ntdll.dll");
+  return ntdll != nullptr && ::GetProcAddress(ntdll, "wine_get_version") != nullptr;
+}
+
 inline std::string utf8(std::wstring_view text) {
   if (text.empty()) return {};
   const int size =

@@ -635,6 +635,7 @@ class PIDLock {
   // directory entry, the holder's exit, and the poll period.
   bool wait_until(std::chrono::steady_clock::time_point deadline, const std::stop_token& stop) {
     auto& events = channel();
+    const detail::waiting_call active(events);
     std::stop_callback wake_on_stop(stop, [&events] { events.notify(); });
     const auto& self = detail::self_identity();
     for (;;) {

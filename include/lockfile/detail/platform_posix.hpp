@@ -1019,6 +1019,11 @@ class wait_channel final : public fork_sensitive {
   // Wakes a thread sleeping in wait_until (safe from any thread).
   void notify() { directory_watch::wake(wake_.get()); }
 
+  // A waiting call begins and ends: nothing to do here (the watch is the
+  // process's inotify instance; Windows closes its directory handle).
+  void enter() {}
+  void leave() {}
+
   // Forgets wake-ups seen so far: whatever they announced, the next attempt
   // sees for itself. (Call before checking for a stop request, so that a
   // request made after the check is not forgotten with them.)

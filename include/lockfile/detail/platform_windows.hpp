@@ -68,11 +68,13 @@ Function ntdll_function(const char* name) {
 // Whether the last failure was a name whose file is being deleted (someone
 // deleted it while another program still has it open): Win32 reports that
 // as "access denied", but for the protocol the file is gone.
+// (The function is looked up when the program starts: looked up on first
+// use, the lookup itself could overwrite the status it is asked for.)
+inline const auto rtl_get_last_nt_status = ntdll_function<LONG(WINAPI*)()>("RtlGetLastNtStatus");
 inline bool last_error_was_delete_pending() {
   constexpr LONG status_delete_pending = static_cast<LONG>(0xC0000056L);
-  if (::GetLastError() != ERROR_ACCESS_DENIED) return false;  // before the lookup below, which may set it
-  static const auto last_status = ntdll_function<LONG(WINAPI*)()>("RtlGetLastNtStatus");
-  return last_status != nullptr && last_status() == status_delete_pending;
+  if (::GetLastError() != ERROR_ACCESS_DENIED) return false;
+  return rtl_get_last_nt_status != nullptr && rtl_get_last_nt_status() == status_delete_pending;
 }
 
 // The removal of a file failed only because a program has it open without
@@ -94,13 +96,20 @@ inline constexpr const char* removal_in_use_hint =
 inline std::wstring win32_path(const std::filesystem::path& path) {
   const std::wstring& native = path.native();
   constexpr std::size_t classic_limit = MAX_PATH - 12;  // CreateDirectoryW's own limit
-  if (native.size() < classic_limit || native.starts_with(L"\\\\?\\") || native.starts_with(L"\\\\.\\")) return native;
+  // Already in a form that is not normalised ("\\?\", "\\.\" devices,
+  // "\??\" NT names): as given.
+  if (native.size() < classic_limit || native.starts_with(L"\\\\?\\") || native.starts_with(L"\\\\.\\") ||
+      native.starts_with(L"\\??\\"))
+    return native;
   const DWORD size = ::GetFullPathNameW(native.c_str(), 0, nullptr, nullptr);
   if (size == 0) return native;
   std::wstring full(size, L'\0');
   const DWORD length = ::GetFullPathNameW(native.c_str(), size, full.data(), nullptr);
   if (length == 0 || length >= size) return native;
   full.resize(length);
+  // A device name at the end ("...\\NUL") comes back as "\\.\\NUL": a
+  // device, which the prefix would turn into a file of that name.
+  if (full.starts_with(L"\\\\.\\") || full.starts_with(L"\\\\?\\")) return full;
   if (full.starts_with(L"\\\\")) return L"\\\\?\\UNC\\" + full.substr(2);  // \\server\share\...
   return L"\\\\?\\" + full;
 }
@@ -220,7 +229,10 @@ inline std::error_code stat_fd_fresh(HANDLE handle, file_facts& out) { return st
 // The name itself: a reparse point at the path is reported as a link.
 inline std::error_code stat_path(const std::filesystem::path& path, file_facts& out) {
   const auto handle = open_name(path, FILE_READ_ATTRIBUTES);
-  if (!handle) return win_code();
+  // Delete pending (removed while a program has it open): gone, for the
+  // protocol, though Win32 says "access denied".
+  if (!handle) return last_error_was_delete_pending() ? std::make_error_code(std::errc::no_such_file_or_directory)
+                                                      : win_code();
   return stat_fd(handle.get(), out);
 }
 
@@ -394,6 +406,23 @@ inline std::error_code make_directories(const std::filesystem::path& dir, mode_b
   return error == ERROR_ALREADY_EXISTS ? std::error_code{} : win_code(error);
 }
 
+// On a drive letter a user marked remote (wine's "network" drives, too), or
+// a UNC path. GetVolumePathNameW takes MAX_PATH at most (and finds volumes
+// mounted in folders); past that, the path's own root decides: a UNC share
+// is remote, a drive letter is asked for its type. (Not the handle's final
+// path: wine answers it through another drive letter.)
+inline bool on_remote_drive(const std::filesystem::path& at) {
+  if (at.native().size() <= MAX_PATH) {
+    wchar_t volume[MAX_PATH + 1] = {};
+    return ::GetVolumePathNameW(at.c_str(), volume, MAX_PATH + 1) != 0 && ::GetDriveTypeW(volume) == DRIVE_REMOTE;
+  }
+  std::wstring root = at.root_path().native();
+  if (root.starts_with(L"\\\\?\\UNC\\")) return true;
+  if (root.starts_with(L"\\\\?\\")) root.erase(0, 4);  // "\\?\X:\" -> "X:\"
+  else if (root.starts_with(L"\\\\")) return !root.starts_with(L"\\\\.\\");  // \\server\share\ (not a device)
+  return root.size() == 3 && root[1] == L':' && ::GetDriveTypeW(root.c_str()) == DRIVE_REMOTE;
+}
+
 // Local only where one kernel sees every byte-range lock and file ids
 // name files for good: NTFS or ReFS, on a volume that is not remote. The
 // rest takes the network path: SMB shares and mapped drives, junctions and
@@ -427,11 +456,7 @@ inline fs_path_decision decide_fs_path(const std::filesystem::path& dir) {
   FILE_REMOTE_PROTOCOL_INFO remote{};
   const bool is_remote =
       ::GetFileInformationByHandleEx(handle.get(), FileRemoteProtocolInfo, &remote, sizeof remote) != 0;
-  // Drive letters a user marked remote (wine's "network" drives, too).
-  wchar_t volume[MAX_PATH + 1] = {};
-  const bool remote_drive = at.native().size() <= MAX_PATH &&
-                            ::GetVolumePathNameW(at.c_str(), volume, MAX_PATH + 1) != 0 &&
-                            ::GetDriveTypeW(volume) == DRIVE_REMOTE;
+  const bool remote_drive = on_remote_drive(at);
   out.path = (name == L"NTFS" || name == L"ReFS") && !is_remote && !remote_drive ? fs_path::local : fs_path::network;
   return out;
 }
@@ -442,9 +467,12 @@ inline std::error_code vanished_as_enoent(std::error_code ec) {
 }
 
 // Moves a file aside, never replacing one there; ENOENT when it vanished.
+// (A source that is being deleted has vanished too: Win32 says "access
+// denied" for it. The destination is a fresh private name.)
 inline std::error_code move_name(const std::filesystem::path& from, const std::filesystem::path& to) {
-  return ::MoveFileExW(win32_path(from).c_str(), win32_path(to).c_str(), 0) ? std::error_code{}
-                                                                          : vanished_as_enoent(win_code());
+  if (::MoveFileExW(win32_path(from).c_str(), win32_path(to).c_str(), 0)) return {};
+  if (last_error_was_delete_pending()) return std::make_error_code(std::errc::no_such_file_or_directory);
+  return vanished_as_enoent(win_code());
 }
 
 // Gives a moved-aside file its name back, never replacing: when the name
@@ -766,6 +794,25 @@ class wait_channel {
   void notify() { ::SetEvent(wake_.get()); }
   void drain() { ::ResetEvent(wake_.get()); }
 
+  // A waiting call begins and ends (PIDLock::wait_until, through
+  // waiting_call): when the last one ends, the directory's handle is
+  // closed, so that a lock that waited once does not keep its directory
+  // open (and its changes queued) for the rest of its life.
+  void enter() {
+    std::lock_guard guard(watch_mutex_);
+    ++waiting_calls_;
+  }
+  void leave() {
+    std::lock_guard guard(watch_mutex_);
+    if (--waiting_calls_ == 0) close_watch();
+  }
+
+  // Whether the directory is watched now (for the tests).
+  bool watching() {
+    std::lock_guard guard(watch_mutex_);
+    return static_cast<bool>(directory_handle_);
+  }
+
   // Sleeps until the deadline, a wake-up, the lock's name leaving the
   // directory, or (when holder is a process handle) the holder's exit.
   void wait_until(steady_clock_time deadline, HANDLE holder) {
@@ -798,11 +845,6 @@ class wait_channel {
   }
 
  private:
-  bool watching() {
-    std::lock_guard guard(watch_mutex_);
-    return static_cast<bool>(directory_handle_);
-  }
-
   std::uint64_t freed_count() {
     std::lock_guard guard(watch_mutex_);
     return freed_;
@@ -876,6 +918,7 @@ class wait_channel {
   unique_fd wake_;           // a manual-reset event
   unique_fd changed_;        // a manual-reset event: the read in flight completed
   std::mutex watch_mutex_;
+  int waiting_calls_ = 0;  // guarded by watch_mutex_
   // Guarded by watch_mutex_: the directory, its read in flight and the
   // buffer the kernel writes into (DWORD-aligned, as it requires).
   unique_fd directory_handle_;

@@ -14,6 +14,18 @@ inline std::chrono::steady_clock::duration poll_period() {
   return std::chrono::milliseconds(50) + std::chrono::microseconds(jitter() % 25000);
 }
 
+// One waiting call on a channel, from its first attempt to its return.
+class waiting_call {
+ public:
+  explicit waiting_call(wait_channel& channel) : channel_(channel) { channel_.enter(); }
+  ~waiting_call() { channel_.leave(); }
+  waiting_call(const waiting_call&) = delete;
+  waiting_call& operator=(const waiting_call&) = delete;
+
+ private:
+  wait_channel& channel_;
+};
+
 // The next attempt of a waiting lock, and the holder's exit to wake it
 // sooner where this machine can see that process.
 struct next_attempt {

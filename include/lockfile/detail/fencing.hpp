@@ -142,7 +142,7 @@ inline generation_claim claim_generation_above(const std::filesystem::path& lock
 // thread and process, from the pid and the clock (std::random_device may
 // throw, and a pause needs no entropy).
 inline std::chrono::microseconds creator_pause(unsigned bound) {
-  thread_local std::minstd_rand bits;
+  thread_local std::minstd_rand bits;  // NOLINT(cert-msc32-c,cert-msc51-cpp): seeded below before any use
   thread_local int seeded_for = 0;
   const int pid = self_identity().pid;
   if (seeded_for != pid) {

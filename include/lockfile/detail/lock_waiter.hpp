@@ -31,8 +31,11 @@ class lock_waiter {
 
   explicit lock_waiter(PIDLock& lock) : lock_(&lock), readiness_(make_readiness()) {}
 
+  ~lock_waiter() = default;
   lock_waiter(const lock_waiter&) = delete;
   lock_waiter& operator=(const lock_waiter&) = delete;
+  lock_waiter(lock_waiter&&) = delete;
+  lock_waiter& operator=(lock_waiter&&) = delete;
 
   // One attempt, as PIDLock::try_lock(): true when the lock is held (by
   // this attempt, or already by this PIDLock); false: call again when

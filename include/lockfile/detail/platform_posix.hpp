@@ -1151,6 +1151,7 @@ class wait_descriptor final : public fork_sensitive {
 
   // After an attempt that did not acquire: readable at `at` (steady time),
   // at the holder's exit, or at an event of the channel.
+  // NOLINTNEXTLINE(readability-convert-member-functions-to-static): static only without the Linux extras
   void arm(steady_clock_time at, unique_fd holder_exit) {
 #if defined(LOCKFILE_LINUX_EXTRAS)
     if (!epoll_) return;
@@ -1173,6 +1174,7 @@ class wait_descriptor final : public fork_sensitive {
 
   // Acquired: nothing more to wait for (the directory's events still make
   // the descriptor readable; a caller that is done stops watching it).
+  // NOLINTNEXTLINE(readability-convert-member-functions-to-static): static only without the Linux extras
   void disarm() {
 #if defined(LOCKFILE_LINUX_EXTRAS)
     drop_holder();

@@ -57,7 +57,7 @@ inline std::error_code win_code(DWORD value = ::GetLastError()) {
 
 // A function of ntdll that kernel32 does not export; null when missing.
 template <class Function>
-Function ntdll_function(const char* name) {
+Function ntdll_function(const char* name) noexcept {
   const HMODULE ntdll = ::GetModuleHandleW(L"ntdll.dll");
   if (!ntdll) return nullptr;
   // Through void(*)(): the one cast between function types that is defined.
@@ -470,7 +470,7 @@ inline std::error_code vanished_as_enoent(std::error_code ec) {
 // (A source that is being deleted has vanished too: Win32 says "access
 // denied" for it. The destination is a fresh private name.)
 inline std::error_code move_name(const std::filesystem::path& from, const std::filesystem::path& to) {
-  if (::MoveFileExW(win32_path(from).c_str(), win32_path(to).c_str(), 0)) return {};
+  if (::MoveFileExW(win32_path(from).c_str(), win32_path(to).c_str(), 0) != FALSE) return {};
   if (last_error_was_delete_pending()) return std::make_error_code(std::errc::no_such_file_or_directory);
   return vanished_as_enoent(win_code());
 }

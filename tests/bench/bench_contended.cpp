@@ -27,9 +27,11 @@
 // shows how unfair each is in practice.
 //
 // The rows: flock = each process opens the file itself and loops on
-// flock(LOCK_EX) / flock(LOCK_UN); PIDLock = each process has its own
-// PIDLock (default options) on another file in the same directory and
-// loops on lock() / unlock().
+// flock(LOCK_EX) / flock(LOCK_UN); O_EXCL + 1 ms poll = the naive lock
+// file (create it with O_EXCL, else sleep 1 ms and retry; remove it to
+// release), the floor of a lock file without wake-ups; PIDLock = each
+// process has its own PIDLock (default options) on another file in the same
+// directory and loops on lock() / unlock().
 #include "bench_common.hpp"
 
 #include <lockfile/lockfile.hpp>
@@ -66,7 +68,16 @@ struct shared_state {
   std::array<std::atomic<std::int64_t>, max_procs> longest_wait_ns{};  // measured lock() calls
 };
 
-enum class kind { flock, pidlock };
+enum class kind { flock, excl_poll, pidlock };
+
+const char* name_of(kind which) {
+  switch (which) {
+    case kind::flock: return "flock";
+    case kind::excl_poll: return "O_EXCL+poll";
+    case kind::pidlock: return "PIDLock";
+  }
+  return "?";
+}
 
 // The critical section: proves exclusivity or ends the run.
 void critical_section(shared_state& shared, int process, const char* lock_name, int procs) {
@@ -123,8 +134,8 @@ struct result {
 
 result run(kind which, int procs, double seconds, const fs::path& dir) {
   auto* shared = bench::make_shared_state<shared_state>();
-  const char* lock_name = which == kind::flock ? "flock" : "PIDLock";
-  const auto path = dir / (which == kind::flock ? "flock.lock" : "pidlock.lock");
+  const char* lock_name = name_of(which);
+  const auto path = dir / (which == kind::flock ? "flock.lock" : which == kind::excl_poll ? "excl.lock" : "pidlock.lock");
   std::fflush(stdout);
   std::vector<pid_t> children;
   for (int p = 0; p < procs; ++p) {
@@ -143,6 +154,30 @@ result run(kind which, int procs, double seconds, const fs::path& dir) {
           },
           [&] {
             if (::flock(fd, LOCK_UN) != 0) fail_errno("flock LOCK_UN");
+          });
+    }
+    if (which == kind::excl_poll) {
+      // The naive lock file (py-filelock's and proper-lockfile's way, less
+      // their staleness checks): create it exclusively, else sleep 1 ms and
+      // try again; release by removing it.
+      const std::string record(260, 'x');
+      contend(
+          *shared, p, procs, lock_name,
+          [&] {
+            for (;;) {
+              const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+              if (fd >= 0) {
+                if (::write(fd, record.data(), record.size()) != static_cast<ssize_t>(record.size()))
+                  fail_errno("write %s", path.c_str());
+                ::close(fd);
+                return;
+              }
+              if (errno != EEXIST) fail_errno("open %s", path.c_str());
+              std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            }
+          },
+          [&] {
+            if (::unlink(path.c_str()) != 0) fail_errno("unlink %s", path.c_str());
           });
     }
     lockfile::PIDLock lock(path);
@@ -227,10 +262,13 @@ int main(int argc, char** argv) {
   std::printf("| lock | processes | cycles/s | per window: median (min–max) cycles/s | µs per cycle | × flock | "
               "smallest share (× fair) | largest share (× fair) | longest wait |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|\n");
+  std::vector<std::pair<int, double>> ratios;  // PIDLock's throughput over the naive lock file's
   for (const int procs : procs_list) {
     const auto floor = run(kind::flock, procs, seconds, work.path());
+    const auto naive = run(kind::excl_poll, procs, seconds, work.path());
     const auto lock = run(kind::pidlock, procs, seconds, work.path());
-    for (const auto& [name, r] : {std::pair{"flock(2)", floor}, std::pair{"PIDLock", lock}}) {
+    for (const auto& [name, r] :
+         {std::pair{"flock(2)", floor}, std::pair{"O_EXCL + 1 ms poll", naive}, std::pair{"PIDLock", lock}}) {
       std::printf("| %s | %d | %s | %s (%s–%s) | %.1f | %s | %s | %s | %s |\n", name, procs, rate(r.cycles_per_second).c_str(),
                   rate(r.windows.median).c_str(), rate(r.windows.min).c_str(), rate(r.windows.max).c_str(),
                   1e6 / r.cycles_per_second, bench::ratio(floor.cycles_per_second, r.cycles_per_second).c_str(),
@@ -238,6 +276,10 @@ int main(int argc, char** argv) {
                   bench::micros(r.longest_wait_us).c_str());
     }
     std::fflush(stdout);
+    ratios.push_back({procs, lock.cycles_per_second / naive.cycles_per_second});
   }
+  std::printf("\n");
+  for (const auto& [procs, ratio] : ratios)
+    std::printf("%d processes: PIDLock %.2f× the throughput of O_EXCL + 1 ms poll.\n", procs, ratio);
   return 0;
 }

@@ -40,10 +40,11 @@ int run(const config& cfg) {
     return exit_lease_lost;
   }
 
-  // An outer lockrun's token is for its lock, not this one: a command run
-  // without --fencing must not take it for ours.
-  if (!cfg.fencing) clear_environment("LOCKFILE_FENCING_TOKEN");
-  if (cfg.fencing) {
+  if (!cfg.fencing) {
+    // An outer lockrun's token is for its lock, not this one: a command run
+    // without --fencing must not take it for ours.
+    clear_environment("LOCKFILE_FENCING_TOKEN");
+  } else {
     std::string token;
     try {
       token = std::to_string(lock.fencing_token());
